@@ -1,0 +1,107 @@
+//! The file's shape as serde sees it: every key optional, values that need checking kept
+//! as YAML scalars so that one bad value does not stop the others from being checked.
+//!
+//! Unknown keys are collected by `serde_ignored` (see [`super::parse`]) rather than
+//! `deny_unknown_fields`, which would stop at the first one.
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawConfig {
+    pub listen: RawListen,
+    pub upstream: RawUpstream,
+    pub protected_routes: Option<Vec<RawRoute>>,
+    pub case_insensitive_paths: bool,
+    /// `None` when the key is absent (default `client`); `Some(Value::Null)` for `~`.
+    #[serde(deserialize_with = "present")]
+    pub tenant_param: Option<Value>,
+    pub tokens: RawTokens,
+    pub limits: RawLimits,
+    pub shutdown_timeout: Option<Value>,
+    pub state: RawState,
+    pub admin: RawAdmin,
+    pub runtime: RawRuntime,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawListen {
+    pub proxy: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawUpstream {
+    pub url: Option<String>,
+    pub connect_timeout: Option<Value>,
+    pub request_timeout: Option<Value>,
+    pub pool_idle_timeout: Option<Value>,
+    pub pool_max_idle: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRoute {
+    pub methods: Vec<String>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawTokens {
+    pub default_ttl: Option<Value>,
+    pub max_ttl: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawLimits {
+    pub max_header_bytes: Option<u64>,
+    pub header_read_timeout: Option<Value>,
+    pub idle_timeout: Option<Value>,
+    pub max_connections: Option<u64>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawState {
+    pub backend: Option<String>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAdmin {
+    pub keys: Vec<RawAdminKey>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAdminKey {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRuntime {
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+/// Keeps an explicit YAML null apart from an absent key (plain `Option` folds them).
+fn present<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(de).map(Some)
+}

@@ -1,0 +1,161 @@
+//! authgate: a reverse-proxy authentication gateway for legacy profile backends.
+//!
+//! # Layout
+//! - [`config`]: YAML → validated [`Config`], every problem reported at once.
+//! - [`server`]: accept loop, connection limits and timeouts, graceful drain.
+//! - [`proxy`]: the proxy listener's handler: header rules, streaming forward.
+//! - [`routes`]: the protected route table.
+//! - [`admin`]: the admin listener's router (`/healthz`, `/readyz`, `/metrics`).
+//! - [`error`]: gateway errors and the one function that turns them into responses.
+//! - [`body`]: the response body type shared by both listeners.
+//! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`sample_backend`]: an in-memory stand-in for the legacy profile service.
+//! - [`demo`]: `authgate demo`, the gateway and the sample backend together.
+//!
+//! [`run`] takes already-bound [`Listeners`] and a shutdown future, so tests bind port 0
+//! and read the addresses before starting it.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod sample_backend;
+pub mod server;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+use crate::admin::{Admin, Readiness};
+use crate::proxy::Proxy;
+use crate::server::{Lifecycle, ServeOptions};
+
+/// The gateway's bound sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config.listen`.
+    pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        };
+        Ok(Listeners {
+            proxy: bind(config.listen.proxy).await?,
+            admin: bind(config.listen.admin).await?,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> io::Result<SocketAddr> {
+        self.proxy.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains: `/readyz` answers 503 at
+/// once, the proxy listener stops accepting, in-flight requests get up to
+/// `shutdown_timeout` to finish, and whatever is left is dropped.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let prometheus = metrics::install();
+    let proxy_metrics = metrics::ProxyMetrics::new();
+    let readiness = Arc::new(Readiness::default());
+    let limits = &config.limits;
+    let proxy_opts = ServeOptions {
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        max_connections: limits.max_connections,
+        open_connections: Some(proxy_metrics.open_connections.clone()),
+        in_flight: Some(proxy_metrics.in_flight.clone()),
+        closed_header_timeout: Some(proxy_metrics.closed_header_timeout.clone()),
+        closed_idle: Some(proxy_metrics.closed_idle.clone()),
+    };
+    let admin_opts = ServeOptions {
+        max_connections: 256,
+        open_connections: None,
+        in_flight: None,
+        closed_header_timeout: None,
+        closed_idle: None,
+        ..proxy_opts.clone()
+    };
+    let proxy = Arc::new(Proxy::new(&config, proxy_metrics));
+    let admin = Arc::new(Admin::new(readiness.clone(), prometheus.clone()));
+
+    let proxy_life = lifecycle();
+    let admin_life = lifecycle();
+    proxy_life.tracker.spawn(server::serve(
+        listeners.proxy,
+        proxy,
+        proxy_opts,
+        proxy_life.clone(),
+    ));
+    admin_life.tracker.spawn(server::serve(
+        listeners.admin,
+        admin,
+        admin_opts,
+        admin_life.clone(),
+    ));
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            prometheus.run_upkeep();
+        }
+    });
+    tracing::info!("gateway running");
+
+    shutdown.await;
+    tracing::info!(timeout = ?config.shutdown_timeout, "draining");
+    readiness.start_draining();
+    drain(&proxy_life, config.shutdown_timeout).await;
+    drain(&admin_life, Duration::from_secs(1)).await;
+    upkeep.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn lifecycle() -> Lifecycle {
+    Lifecycle {
+        shutdown: CancellationToken::new(),
+        force: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    }
+}
+
+/// Stops accepting, waits up to `timeout` for open connections, then drops the rest.
+async fn drain(life: &Lifecycle, timeout: Duration) {
+    life.shutdown.cancel();
+    life.tracker.close();
+    if tokio::time::timeout(timeout, life.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out; closing the remaining connections");
+        life.force.cancel();
+        life.tracker.wait().await;
+    }
+}

@@ -1,0 +1,164 @@
+//! The `authgate` command: parses the command line, starts logging, loads the config,
+//! runs, and drains on SIGTERM/SIGINT. Everything else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use authgate::config::{Config, ConfigError, LogFormat};
+use authgate::{demo, sample_backend, Listeners};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authgate",
+    version,
+    about = "Reverse-proxy authentication gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(short, long, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or print every problem and exit 1.
+    Check {
+        #[arg(short, long, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// The gateway and the sample backend on loopback, with a temporary state.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        proxy: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        backend: SocketAddr,
+    },
+    /// The built-in sample profile backend alone.
+    SampleBackend {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Serve { config } => serve(&config),
+        Command::Demo {
+            proxy,
+            admin,
+            backend,
+        } => {
+            init_logging(LogFormat::Human, "info");
+            let addrs = demo::DemoAddrs {
+                proxy,
+                admin,
+                backend,
+            };
+            runtime(0).and_then(|rt| {
+                rt.block_on(demo::run(addrs, &mut std::io::stdout(), shutdown_signal()))
+                    .context("demo failed")
+            })
+        }
+        Command::SampleBackend { listen } => {
+            init_logging(LogFormat::Human, "info");
+            runtime(0).and_then(|rt| {
+                rt.block_on(async {
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {listen}"))?;
+                    tracing::info!(addr = %listener.local_addr()?, "sample backend listening");
+                    sample_backend::serve(listener, shutdown_signal()).await?;
+                    Ok(())
+                })
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e @ (ConfigError::Read { .. } | ConfigError::Invalid { .. })) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    init_logging(config.log.format, &config.log.level);
+    let rt = runtime(config.runtime.worker_threads)?;
+    rt.block_on(async {
+        let listeners = Listeners::bind(&config).await?;
+        tracing::info!(
+            proxy = %listeners.proxy_addr()?,
+            admin = %listeners.admin_addr()?,
+            upstream = %config.upstream.origin,
+            "listening"
+        );
+        authgate::run(config, listeners, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,107 @@
+//! Metric names, the process-wide Prometheus recorder, and pre-registered handles for
+//! the request path.
+//!
+//! The `metrics` facade has one global recorder per process; [`install`] sets it once
+//! and every gateway in the process (tests start many) shares it. Hot-path counters are
+//! resolved to handles once, at start-up, so a request costs atomic adds, not map
+//! lookups.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Proxied requests, by `route_class` (`protected`, `other`) and `status_class` (`2xx`…).
+pub const REQUESTS: &str = "authgate_requests_total";
+/// Seconds from sending the request upstream to receiving the response head.
+pub const UPSTREAM_DURATION: &str = "authgate_upstream_duration_seconds";
+/// Failures talking to the upstream, by `kind` (`connect`, `timeout`, `other`).
+pub const UPSTREAM_ERRORS: &str = "authgate_upstream_errors_total";
+/// Requests being handled by the proxy listener.
+pub const IN_FLIGHT: &str = "authgate_requests_in_flight";
+/// Open client connections on the proxy listener.
+pub const OPEN_CONNECTIONS: &str = "authgate_open_connections";
+/// Connections closed by the gateway, by `reason` (`header_timeout`, `idle`).
+pub const CONNECTIONS_CLOSED: &str = "authgate_connections_closed_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed by an embedding program; then
+            // ours only renders what it was given, which is an empty page.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Route classes, used as an index into [`ProxyMetrics::requests`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    Protected = 0,
+    Other = 1,
+}
+
+/// Handles the proxy touches on every request.
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    requests: [[Counter; 5]; 2],
+    pub upstream_duration: Histogram,
+    pub upstream_connect_errors: Counter,
+    pub upstream_timeouts: Counter,
+    pub upstream_other_errors: Counter,
+    pub in_flight: Gauge,
+    pub open_connections: Gauge,
+    pub closed_header_timeout: Counter,
+    pub closed_idle: Counter,
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl ProxyMetrics {
+    pub fn new() -> Self {
+        let class = |route: &'static str| {
+            STATUS_CLASSES.map(|s| counter!(REQUESTS, "route_class" => route, "status_class" => s))
+        };
+        let error = |kind: &'static str| counter!(UPSTREAM_ERRORS, "kind" => kind);
+        let closed = |reason: &'static str| counter!(CONNECTIONS_CLOSED, "reason" => reason);
+        ProxyMetrics {
+            requests: [class("protected"), class("other")],
+            upstream_duration: histogram!(UPSTREAM_DURATION),
+            upstream_connect_errors: error("connect"),
+            upstream_timeouts: error("timeout"),
+            upstream_other_errors: error("other"),
+            in_flight: gauge!(IN_FLIGHT),
+            open_connections: gauge!(OPEN_CONNECTIONS),
+            closed_header_timeout: closed("header_timeout"),
+            closed_idle: closed("idle"),
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn request(&self, route: RouteClass, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.requests[route as usize][class].increment(1);
+    }
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,329 @@
+//! The proxy listener's handler: rewrites a client request for the upstream, sends it
+//! through the pooled client, and hands the upstream's response back, streaming both
+//! bodies.
+//!
+//! Flow: `handle` → `forward` (headers rewritten per the contract's proxy semantics
+//! 5–7, URI pointed at the upstream) → hyper-util client with `request_timeout` on the
+//! response head → response headers cleaned → back to the client. Errors become
+//! responses in exactly one place, [`GatewayError::into_response`].
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::config::{Config, Upstream};
+use crate::error::GatewayError;
+use crate::metrics::{ProxyMetrics, RouteClass};
+use crate::routes::RouteTable;
+use crate::server::Handler;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), plus
+/// `Expect`, which the gateway answers itself.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The proxy: upstream client, route table and metrics.
+#[derive(Debug)]
+pub struct Proxy {
+    client: Client<HttpConnector, Incoming>,
+    upstream: Upstream,
+    scheme: Scheme,
+    routes: RouteTable,
+    metrics: ProxyMetrics,
+}
+
+impl Proxy {
+    pub fn new(config: &Config, metrics: ProxyMetrics) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.upstream.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.upstream.pool_idle_timeout)
+            .pool_max_idle_per_host(config.upstream.pool_max_idle)
+            .build(connector);
+        Proxy {
+            client,
+            upstream: config.upstream.clone(),
+            scheme: Scheme::HTTP,
+            routes: RouteTable::new(&config.protected_routes, config.case_insensitive_paths),
+            metrics,
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (mut parts, body) = req.into_parts();
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
+        let received = parts.version;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::EXPECT);
+        let headers = &mut parts.headers;
+        append_forwarded_for(headers, peer);
+        let proto = HeaderValue::from_static(if self.scheme == Scheme::HTTPS {
+            "https"
+        } else {
+            "http"
+        });
+        headers.insert(X_FORWARDED_PROTO, proto);
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+            // HTTP/2 carries the host in `:authority`; the HTTP/1.1 upstream needs `Host`.
+            headers.entry(header::HOST).or_insert(host);
+        } else {
+            headers.remove(X_FORWARDED_HOST);
+        }
+        append_via(headers, received);
+        parts.uri = self.upstream_uri(&parts.uri)?;
+        parts.version = Version::HTTP_11;
+
+        let started = Instant::now();
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let response = match tokio::time::timeout(self.upstream.request_timeout, sent).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(self.classify(e)),
+            Err(_) => {
+                self.metrics.upstream_timeouts.increment(1);
+                return Err(GatewayError::UpstreamTimeout);
+            }
+        };
+        self.metrics
+            .upstream_duration
+            .record(started.elapsed().as_secs_f64());
+
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        append_via(&mut parts.headers, parts.version);
+        parts.version = Version::HTTP_11;
+        Ok(Response::from_parts(parts, Body::streamed(body)))
+    }
+
+    /// The upstream URI for a request: the upstream's origin, its base path, then the
+    /// request's path and query.
+    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, GatewayError> {
+        let mut parts = self.upstream.origin.clone().into_parts();
+        let pq = uri.path_and_query();
+        parts.path_and_query = Some(match pq {
+            Some(pq) if self.upstream.base_path.is_empty() => pq.clone(),
+            _ => {
+                let pq = pq.map_or("/", PathAndQuery::as_str);
+                format!("{}{pq}", self.upstream.base_path)
+                    .parse()
+                    .map_err(|_| GatewayError::BadPath)?
+            }
+        });
+        Uri::from_parts(parts).map_err(|_| GatewayError::BadPath)
+    }
+
+    /// Sorts a client error: unreachable upstream, client body failure, or another
+    /// upstream failure. Details go to the log, never to the client.
+    fn classify(&self, e: hyper_util::client::legacy::Error) -> GatewayError {
+        if e.is_connect() {
+            self.metrics.upstream_connect_errors.increment(1);
+            tracing::warn!(error = %error_chain(&e), "upstream unreachable");
+            return GatewayError::UpstreamConnect(Box::new(e));
+        }
+        if caused_by_request_body(&e) {
+            tracing::debug!(error = %error_chain(&e), "client request body failed");
+            return GatewayError::ClientBody(Box::new(e));
+        }
+        self.metrics.upstream_other_errors.increment(1);
+        tracing::warn!(error = %error_chain(&e), "upstream request failed");
+        GatewayError::UpstreamFailed(Box::new(e))
+    }
+}
+
+impl Handler for Proxy {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let class = if self.routes.is_protected(req.method(), req.uri().path()) {
+            RouteClass::Protected
+        } else {
+            RouteClass::Other
+        };
+        let response = match self.forward(req, peer).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        };
+        self.metrics.request(class, response.status());
+        response
+    }
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends the peer's address to `X-Forwarded-For`, merging several header lines into one.
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_canonical();
+    let value = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
+        0 => HeaderValue::from_str(&ip.to_string()),
+        _ => {
+            let mut joined = Vec::new();
+            for v in headers.get_all(&X_FORWARDED_FOR) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(ip.to_string().as_bytes());
+            HeaderValue::from_bytes(&joined)
+        }
+    };
+    if let Ok(value) = value {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// Appends this hop to `Via` (RFC 9110 §7.6.3), keeping earlier hops.
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let hop = match version {
+        Version::HTTP_09 => "0.9 authgate",
+        Version::HTTP_10 => "1.0 authgate",
+        Version::HTTP_2 => "2 authgate",
+        Version::HTTP_3 => "3 authgate",
+        _ => "1.1 authgate",
+    };
+    let value = match headers.get(header::VIA) {
+        None => HeaderValue::from_static(hop),
+        Some(_) => {
+            let mut joined = Vec::new();
+            for v in headers.get_all(header::VIA) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(hop.as_bytes());
+            match HeaderValue::from_bytes(&joined) {
+                Ok(v) => v,
+                Err(_) => HeaderValue::from_static(hop),
+            }
+        }
+    };
+    headers.insert(header::VIA, value);
+}
+
+/// True when the client's request body failed while being sent upstream (the client
+/// went away or broke framing): a client fault, never reported as a 502.
+fn caused_by_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_user() || h.is_body_write_aborted() {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        source = err.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_merges_lines() {
+        let peer: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+    }
+
+    #[test]
+    fn via_names_the_received_protocol() {
+        let mut h = map(&[("via", "1.0 lb")]);
+        append_via(&mut h, Version::HTTP_2);
+        assert_eq!(h["via"], "1.0 lb, 2 authgate");
+        let mut h = HeaderMap::new();
+        append_via(&mut h, Version::HTTP_11);
+        assert_eq!(h["via"], "1.1 authgate");
+    }
+}

@@ -1,0 +1,359 @@
+//! Accept loop and per-connection lifecycle shared by the proxy and admin listeners.
+//!
+//! Each accepted socket is served by hyper-util's auto server (HTTP/1.1 or cleartext
+//! HTTP/2, detected from the first bytes) in its own task, next to a watchdog that
+//! enforces two clocks hyper does not separate:
+//! - **header read timeout**: once a request's first byte has arrived (or the connection
+//!   was just accepted), its head must be complete within `header_read_timeout`, else the
+//!   connection is dropped (slowloris);
+//! - **idle timeout**: a keep-alive connection with no request in flight and no bytes
+//!   arriving is closed gracefully after `idle_timeout`.
+//!
+//! hyper's own `header_read_timeout` starts as soon as a keep-alive connection waits for
+//! its next request, which would close idle load-balancer connections after a few
+//! seconds; keeping the clocks apart lets `idle_timeout` exceed the load balancer's.
+//!
+//! On shutdown the accept loop stops (the listening socket closes, new connections are
+//! refused) and every connection is asked to finish gracefully; the caller bounds the
+//! drain and cancels `force` when it runs out.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use metrics::{Counter, Gauge};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::Body;
+
+/// Serves one request; implemented by the proxy and the admin router.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// Connection limits and the metrics a listener reports.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub open_connections: Option<Gauge>,
+    pub in_flight: Option<Gauge>,
+    pub closed_header_timeout: Option<Counter>,
+    pub closed_idle: Option<Counter>,
+}
+
+/// Lifecycle signals of one listener.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    /// Stop accepting and drain gracefully.
+    pub shutdown: CancellationToken,
+    /// Drop whatever is still open.
+    pub force: CancellationToken,
+    /// Tracks the accept loop and every connection task.
+    pub tracker: TaskTracker,
+}
+
+/// Accepts connections until `life.shutdown` fires. Connection tasks are spawned on
+/// `life.tracker`, so waiting on the tracker waits for the drain.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    opts: ServeOptions,
+    life: Lifecycle,
+) {
+    let opts = Arc::new(opts);
+    let permits = Arc::new(Semaphore::new(opts.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(opts.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(opts.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    loop {
+        // Waiting for a permit before accepting leaves extra connections in the
+        // kernel's backlog instead of accepting and dropping them.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = life.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = life.shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let opts = opts.clone();
+        let builder = builder.clone();
+        let life_conn = life.clone();
+        life.tracker.spawn(async move {
+            serve_connection(stream, peer, handler, &builder, &opts, &life_conn).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+}
+
+async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    builder: &auto::Builder<TokioExecutor>,
+    opts: &Arc<ServeOptions>,
+    life: &Lifecycle,
+) {
+    let state = Arc::new(ConnState::new());
+    if let Some(g) = &opts.open_connections {
+        g.increment(1.0);
+    }
+    let service = {
+        let state = state.clone();
+        let opts = opts.clone();
+        service_fn(move |req: Request<Incoming>| {
+            if req.version() == http::Version::HTTP_2 {
+                state.is_h2.store(true, Ordering::Relaxed);
+            }
+            let guard = RequestGuard::start(state.clone(), opts.in_flight.clone());
+            let handler = handler.clone();
+            async move {
+                let response = handler.handle(req, peer).await;
+                Ok::<_, Infallible>(response.map(|body| body.with_guard(guard)))
+            }
+        })
+    };
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        state: state.clone(),
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let deadline = if closing { None } else { state.deadline(opts) };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = state.wake.notified() => {}
+            () = sleep_until(deadline) => match deadline {
+                Some((_, Expiry::HeaderRead)) => {
+                    tracing::debug!(%peer, "request head not received in time; closing");
+                    if let Some(c) = &opts.closed_header_timeout { c.increment(1) }
+                    break;
+                }
+                Some((_, Expiry::Idle)) => {
+                    if let Some(c) = &opts.closed_idle { c.increment(1) }
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                None => {}
+            },
+            () = life.shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = life.force.cancelled() => break,
+        }
+    }
+    if let Some(g) = &opts.open_connections {
+        g.decrement(1.0);
+    }
+}
+
+async fn sleep_until(deadline: Option<(Instant, Expiry)>) {
+    match deadline {
+        Some((at, _)) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Expiry {
+    HeaderRead,
+    Idle,
+}
+
+const NONE: u64 = u64::MAX;
+
+/// What the watchdog needs to know about one connection. Times are milliseconds since
+/// `born`, so they fit in atomics.
+#[derive(Debug)]
+struct ConnState {
+    born: Instant,
+    in_flight: AtomicUsize,
+    /// When the first byte of a request not yet handed to the service arrived.
+    head_since: AtomicU64,
+    /// When the last response finished.
+    idle_since: AtomicU64,
+    is_h2: AtomicBool,
+    wake: Notify,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        ConnState {
+            born: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            // A new connection must send its first request head in time.
+            head_since: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            is_h2: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    fn deadline(&self, opts: &ServeOptions) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64, d: Duration| self.born + Duration::from_millis(ms) + d;
+        match self.head_since.load(Ordering::Acquire) {
+            NONE => Some((
+                at(self.idle_since.load(Ordering::Acquire), opts.idle_timeout),
+                Expiry::Idle,
+            )),
+            since => Some((at(since, opts.header_read_timeout), Expiry::HeaderRead)),
+        }
+    }
+
+    /// Bytes arrived. On an idle HTTP/1 connection they start a request head. HTTP/2
+    /// connections also carry control frames (window updates, pings) between requests,
+    /// so only their first request is held to the head clock.
+    fn on_bytes(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && !self.is_h2.load(Ordering::Relaxed)
+            && self.head_since.load(Ordering::Acquire) == NONE
+        {
+            self.head_since.store(self.now(), Ordering::Release);
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Lives as long as one request: from the head being parsed until its response body is
+/// finished or abandoned.
+#[derive(Debug)]
+pub struct RequestGuard {
+    conn: Arc<ConnState>,
+    in_flight: Option<Gauge>,
+}
+
+impl RequestGuard {
+    fn start(conn: Arc<ConnState>, in_flight: Option<Gauge>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.head_since.store(NONE, Ordering::Release);
+        if let Some(g) = &in_flight {
+            g.increment(1.0);
+        }
+        RequestGuard { conn, in_flight }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if let Some(g) = &self.in_flight {
+            g.decrement(1.0);
+        }
+        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn
+                .idle_since
+                .store(self.conn.now(), Ordering::Release);
+            self.conn.wake.notify_one();
+        }
+    }
+}
+
+/// The client socket, reporting arriving bytes to the watchdog.
+struct Watched {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.on_bytes();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
