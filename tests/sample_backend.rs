@@ -57,7 +57,13 @@ impl Backend {
         format!("http://{}{path_and_query}", self.addr)
     }
 
-    async fn send(&self, method: Method, url: &str, content_type: Option<&str>, body: String) -> Reply {
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: String,
+    ) -> Reply {
         let mut request = Request::builder().method(method).uri(url);
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
@@ -85,7 +91,10 @@ impl Backend {
     }
 }
 
-async fn send_with(client: &Client<HttpConnector, Full<Bytes>>, request: Request<Full<Bytes>>) -> Reply {
+async fn send_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Reply {
     let response = client.request(request).await.unwrap();
     let status = response.status();
     let content_type = response
@@ -108,8 +117,14 @@ fn batch_form(csv: &str) -> String {
 }
 
 fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
-    let start = text.find(open).unwrap_or_else(|| panic!("no {open} in {text}")) + open.len();
-    let end = text[start..].find(close).unwrap_or_else(|| panic!("no {close} in {text}")) + start;
+    let start = text
+        .find(open)
+        .unwrap_or_else(|| panic!("no {open} in {text}"))
+        + open.len();
+    let end = text[start..]
+        .find(close)
+        .unwrap_or_else(|| panic!("no {close} in {text}"))
+        + start;
     &text[start..end]
 }
 
@@ -124,11 +139,16 @@ fn status_xml(batch_id: &str, size: usize, successful: usize, not_found: usize) 
 async fn v2_batch_is_accepted_completes_and_creates_profiles() {
     let backend = start().await;
     let csv = "thirdPartyId,color,note\nu1,red,plain\nu2,blue,\"a, b & <c>\"\nu3,vert,été\n";
-    let reply = backend.post_batch("/m2/acme/v2/profile/batchUpdate", csv).await;
+    let reply = backend
+        .post_batch("/m2/acme/v2/profile/batchUpdate", csv)
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.content_type, "application/xml");
     let url = between(&reply.body, "<batchStatus>", "</batchStatus>").to_owned();
-    let prefix = format!("http://{}/m2/acme/profile/batchStatus?batchId=", backend.addr);
+    let prefix = format!(
+        "http://{}/m2/acme/profile/batchStatus?batchId=",
+        backend.addr
+    );
     assert!(url.starts_with(&prefix), "{url}");
     let batch_id = &url[prefix.len()..];
     assert_eq!(
@@ -166,12 +186,17 @@ async fn v2_batch_is_accepted_completes_and_creates_profiles() {
 async fn pc_id_batch_profiles_are_fetchable_by_pc_id() {
     let backend = start().await;
     let url = backend
-        .submit("/m2/acme/v2/profile/batchUpdate", "mboxPC,tier\npc-1,gold\npc-2,silver\n")
+        .submit(
+            "/m2/acme/v2/profile/batchUpdate",
+            "mboxPC,tier\npc-1,gold\npc-2,silver\n",
+        )
         .await;
     let batch_id = between(&format!("{url}\n"), "batchId=", "\n").to_owned();
 
     let status = backend
-        .get(&format!("/m2/acme/v2/profile/batchStatus?batchId={batch_id}"))
+        .get(&format!(
+            "/m2/acme/v2/profile/batchStatus?batchId={batch_id}"
+        ))
         .await;
     assert_eq!(status.body, status_xml(&batch_id, 2, 2, 0));
 
@@ -196,16 +221,34 @@ async fn v1_batch_updates_existing_profiles_and_creates_none() {
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
 
     let url = backend
-        .submit("/m2/acme/profile/batchUpdate", "mbox3rdPartyId,color,size\nknown,blue,\nghost,green,L\n")
+        .submit(
+            "/m2/acme/profile/batchUpdate",
+            "mbox3rdPartyId,color,size\nknown,blue,\nghost,green,L\n",
+        )
         .await;
     let status = backend.send(Method::GET, &url, None, String::new()).await;
-    assert!(status.body.contains("<batchSize>2</batchSize>"), "{}", status.body);
-    assert!(status.body.contains("<successfulUpdates>1</successfulUpdates>"));
-    assert!(status.body.contains("<profilesNotFound>1</profilesNotFound>"));
+    assert!(
+        status.body.contains("<batchSize>2</batchSize>"),
+        "{}",
+        status.body
+    );
+    assert!(status
+        .body
+        .contains("<successfulUpdates>1</successfulUpdates>"));
+    assert!(status
+        .body
+        .contains("<profilesNotFound>1</profilesNotFound>"));
 
-    let known = backend.get("/rest/v1/profiles/thirdPartyId/known?client=acme").await;
-    assert_eq!(known.json()["profile"], json!({"color": "blue", "size": "M"}));
-    let ghost = backend.get("/rest/v1/profiles/thirdPartyId/ghost?client=acme").await;
+    let known = backend
+        .get("/rest/v1/profiles/thirdPartyId/known?client=acme")
+        .await;
+    assert_eq!(
+        known.json()["profile"],
+        json!({"color": "blue", "size": "M"})
+    );
+    let ghost = backend
+        .get("/rest/v1/profiles/thirdPartyId/ghost?client=acme")
+        .await;
     assert_eq!(ghost.status, StatusCode::NOT_FOUND);
     assert_eq!(ghost.content_type, "application/json");
     assert_eq!(ghost.json()["error"], "not_found");
@@ -219,19 +262,35 @@ async fn malformed_batches_are_refused_and_store_nothing() {
         ("no batch field", "other=thirdPartyId%2Ca%0Aok-0%2Cx".into()),
         ("empty csv", batch_form("")),
         ("unknown id column", batch_form("email,a\nok-2,x\n")),
-        ("wrong column count", batch_form("thirdPartyId,a\nok-3,x\nbad,x,y\n")),
+        (
+            "wrong column count",
+            batch_form("thirdPartyId,a\nok-3,x\nbad,x,y\n"),
+        ),
         ("empty id", batch_form("thirdPartyId,a\nok-4,x\n,y\n")),
-        ("bad percent-encoding", "batch=thirdPartyId%2Ca%0Aok-5%2Cx%0Abad%2C%zz".into()),
-        ("unterminated quote", batch_form("thirdPartyId,a\nok-6,x\nbad,\"open\n")),
+        (
+            "bad percent-encoding",
+            "batch=thirdPartyId%2Ca%0Aok-5%2Cx%0Abad%2C%zz".into(),
+        ),
+        (
+            "unterminated quote",
+            batch_form("thirdPartyId,a\nok-6,x\nbad,\"open\n"),
+        ),
     ];
     for (what, body) in cases {
         let reply = backend
             .send(Method::POST, &backend.url(path), Some(FORM), body)
             .await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            reply.body
+        );
         assert_eq!(reply.content_type, "application/xml", "{what}");
         assert!(
-            reply.body.starts_with("<response><success>false</success><message>")
+            reply
+                .body
+                .starts_with("<response><success>false</success><message>")
                 && reply.body.ends_with("</message></response>"),
             "{what}: {}",
             reply.body
@@ -240,7 +299,9 @@ async fn malformed_batches_are_refused_and_store_nothing() {
     // Latin-1 bytes: not UTF-8, sent raw.
     let request = Request::post(backend.url(path))
         .header(CONTENT_TYPE, FORM)
-        .body(Full::new(Bytes::from_static(b"batch=thirdPartyId,a\nok-7,caf\xe9")))
+        .body(Full::new(Bytes::from_static(
+            b"batch=thirdPartyId,a\nok-7,caf\xe9",
+        )))
         .unwrap();
     let reply = send_with(&backend.client, request).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -248,7 +309,9 @@ async fn malformed_batches_are_refused_and_store_nothing() {
 
     for i in 0..=7 {
         let reply = backend
-            .get(&format!("/rest/v1/profiles/thirdPartyId/ok-{i}?client=acme"))
+            .get(&format!(
+                "/rest/v1/profiles/thirdPartyId/ok-{i}?client=acme"
+            ))
             .await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "ok-{i} was stored");
     }
@@ -281,7 +344,9 @@ async fn single_update_then_fetch() {
                "profile": {"color": "blue", "city": "São Paulo"}})
     );
 
-    let missing_id = backend.get("/m2/acme/profile/update?profile.color=red").await;
+    let missing_id = backend
+        .get("/m2/acme/profile/update?profile.color=red")
+        .await;
     assert_eq!(missing_id.status, StatusCode::BAD_REQUEST);
     assert_eq!(missing_id.json()["error"], "invalid_request");
 }
@@ -290,14 +355,21 @@ async fn single_update_then_fetch() {
 async fn clients_are_isolated() {
     let backend = start().await;
     let url = backend
-        .submit("/m2/acme/v2/profile/batchUpdate", "thirdPartyId,a\nshared,x\n")
+        .submit(
+            "/m2/acme/v2/profile/batchUpdate",
+            "thirdPartyId,a\nshared,x\n",
+        )
         .await;
     let batch_id = between(&format!("{url}\n"), "batchId=", "\n").to_owned();
 
-    let other = backend.get("/rest/v1/profiles/thirdPartyId/shared?client=globex").await;
+    let other = backend
+        .get("/rest/v1/profiles/thirdPartyId/shared?client=globex")
+        .await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
     let other = backend
-        .get(&format!("/m2/globex/profile/batchStatus?batchId={batch_id}"))
+        .get(&format!(
+            "/m2/globex/profile/batchStatus?batchId={batch_id}"
+        ))
         .await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
 }
@@ -305,7 +377,9 @@ async fn clients_are_isolated() {
 #[tokio::test]
 async fn batch_status_failures() {
     let backend = start().await;
-    let unknown = backend.get("/m2/acme/profile/batchStatus?batchId=nope").await;
+    let unknown = backend
+        .get("/m2/acme/profile/batchStatus?batchId=nope")
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.content_type, "application/xml");
     assert_eq!(
@@ -331,7 +405,12 @@ async fn fetch_requires_client() {
 #[tokio::test]
 async fn unknown_route_is_404_and_wrong_method_405() {
     let backend = start().await;
-    for path in ["/", "/nope", "/m2/acme/profile", "/rest/v1/profiles/thirdPartyId/"] {
+    for path in [
+        "/",
+        "/nope",
+        "/m2/acme/profile",
+        "/rest/v1/profiles/thirdPartyId/",
+    ] {
         let reply = backend.get(path).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(reply.json()["error"], "not_found", "{path}");
@@ -350,9 +429,9 @@ async fn status_url_uses_the_forwarded_host_header() {
         .unwrap();
     let reply = send_with(&backend.client, request).await;
     assert!(
-        reply
-            .body
-            .contains("<batchStatus>http://gateway.example:8080/m2/acme/profile/batchStatus?batchId="),
+        reply.body.contains(
+            "<batchStatus>http://gateway.example:8080/m2/acme/profile/batchStatus?batchId="
+        ),
         "{}",
         reply.body
     );
@@ -366,17 +445,24 @@ async fn serves_h2c_prior_knowledge() {
         .build_http();
     let request = Request::post(backend.url("/m2/acme/v2/profile/batchUpdate"))
         .header(CONTENT_TYPE, FORM)
-        .body(Full::new(Bytes::from(batch_form("thirdPartyId,a\nh2,yes\n"))))
+        .body(Full::new(Bytes::from(batch_form(
+            "thirdPartyId,a\nh2,yes\n",
+        ))))
         .unwrap();
     let reply = send_with(&h2, request).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     // Without a Host header the :authority is used.
-    assert!(reply.body.contains(&format!("<batchStatus>http://{}/", backend.addr)));
+    assert!(reply
+        .body
+        .contains(&format!("<batchStatus>http://{}/", backend.addr)));
 
     let request = Request::get(backend.url("/rest/v1/profiles/thirdPartyId/h2?client=acme"))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    assert_eq!(send_with(&h2, request).await.json()["profile"], json!({"a": "yes"}));
+    assert_eq!(
+        send_with(&h2, request).await.json()["profile"],
+        json!({"a": "yes"})
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@
 //! with `matchit`, checks the method, then calls one handler (`handlers.rs`). A bulk body
 //! is read whole (at most [`MAX_BODY_BYTES`]), decoded strictly (`form.rs`), split into
 //! CSV records (`csv.rs`) and validated as a whole (`batch.rs`) before anything is written
-//! to the [`store`](self::store) — a bad batch stores nothing. Batches are processed
+//! to the store (`store.rs`) — a bad batch stores nothing. Batches are processed
 //! synchronously: a batch is already `complete` when its `200` is sent. Failures become
 //! responses in one place (`respond.rs`): XML on the `/m2/` batch routes, JSON elsewhere.
 

@@ -1,0 +1,48 @@
+# authgate container image.
+#   docker build -t authgate:local .
+#   docker run --rm -v "$PWD/my-config.yaml:/etc/authgate/config.yaml:ro" -p 8080:8080 authgate:local
+# The image holds no config: mount yours at /etc/authgate/config.yaml (see
+# deploy/compose-config.yaml). Inside a container the listeners must bind 0.0.0.0, and
+# state.path should be absolute and under /var/lib/authgate (the only folder the
+# non-root user may write).
+# Plain Dockerfile syntax (no BuildKit-only features), so the legacy builder that
+# docker-compose 1.x uses builds it too.
+
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+# Dependencies first, against placeholder sources, so that a change under src/ does not
+# rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+ && echo 'fn main() {}' > src/main.rs \
+ && touch src/lib.rs \
+ && cargo build --release --locked \
+ && rm -rf src
+COPY src ./src
+# COPY keeps the sources' modification times, which may be older than the placeholder
+# build; touching them makes cargo rebuild the crate itself.
+RUN touch src/main.rs src/lib.rs \
+ && cargo build --release --locked \
+ && install -m 0755 target/release/authgate /usr/local/bin/authgate
+
+FROM debian:bookworm-slim
+# ca-certificates follows the Debian release (security updates), so it is not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+# A fixed numeric id, so that volume ownership and run-as-user policies can rely on it.
+RUN groupadd --system --gid 10001 authgate \
+ && useradd --system --uid 10001 --gid authgate --home-dir /var/lib/authgate \
+      --shell /usr/sbin/nologin authgate \
+ && install -d -o authgate -g authgate -m 0750 /var/lib/authgate \
+ && install -d -m 0755 /etc/authgate
+COPY --from=builder /usr/local/bin/authgate /usr/local/bin/authgate
+# Numeric, so that runtimes enforcing "run as non-root" can check it without /etc/passwd.
+USER 10001:10001
+WORKDIR /var/lib/authgate
+# 8080: proxy listener. 9090: admin listener (/healthz, /readyz, /metrics, admin API):
+# publish it only on a trusted interface.
+EXPOSE 8080 9090
+ENTRYPOINT ["authgate"]
+CMD ["serve", "-c", "/etc/authgate/config.yaml"]

@@ -1,0 +1,208 @@
+//! Test helpers: the real gateway on port-0 listeners, small real upstream servers, and
+//! real HTTP clients. Every wait here is on an event, bounded by a generous timeout so
+//! a broken gateway fails the test instead of hanging it.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authgate::{Config, Listeners};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound on any single wait in a test.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than [`PATIENCE`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway in front of `upstream` with extra YAML config lines appended.
+    pub async fn start(upstream: SocketAddr, extra_yaml: &str) -> Gateway {
+        let text = format!("upstream:\n  url: \"http://{upstream}\"\n{extra_yaml}");
+        Gateway::start_yaml(&text).await
+    }
+
+    /// Starts a gateway from a whole YAML document (listen addresses are replaced by port 0).
+    pub async fn start_yaml(text: &str) -> Gateway {
+        let dir = std::env::temp_dir();
+        let config = Config::parse(text, Path::new(&dir)).unwrap_or_else(|p| panic!("{p:#?}"));
+        let listeners = Listeners {
+            proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let proxy = listeners.proxy_addr().unwrap();
+        let admin = listeners.admin_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(authgate::run(config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        Gateway {
+            proxy,
+            admin,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Signals shutdown without waiting for the drain.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        within("the gateway to stop", &mut self.task)
+            .await
+            .expect("gateway task")
+            .expect("gateway run");
+    }
+
+    pub async fn join(self) -> std::io::Result<()> {
+        within("the gateway to stop", self.task)
+            .await
+            .expect("gateway task")
+    }
+}
+
+/// A real upstream HTTP server running `handler` for every request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start<F, Fut>(handler: F) -> Upstream
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = Arc::new(handler);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, task }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An address nothing listens on.
+pub async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// An HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A cleartext HTTP/2 (prior knowledge) client.
+pub fn h2c_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Reads a whole response body.
+pub async fn body_bytes(response: Response<Incoming>) -> Bytes {
+    within("a response body", response.into_body().collect())
+        .await
+        .expect("response body")
+        .to_bytes()
+}
+
+/// Reads a whole request body (in an upstream handler).
+pub async fn request_bytes(request: Request<Incoming>) -> Bytes {
+    request
+        .into_body()
+        .collect()
+        .await
+        .expect("request body")
+        .to_bytes()
+}
+
+/// Whether an external tool can run; a test skips (with a message) when it cannot,
+/// unless `AUTHGATE_REQUIRE_TOOLS` is set, as in CI, where a missing tool fails.
+pub fn have_tool(name: &str, version_arg: &str) -> bool {
+    let found = std::process::Command::new(name)
+        .arg(version_arg)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("AUTHGATE_REQUIRE_TOOLS").is_none(),
+            "{name} is required (AUTHGATE_REQUIRE_TOOLS is set) but cannot run"
+        );
+        eprintln!("SKIPPED: {name} is not installed");
+    }
+    found
+}
