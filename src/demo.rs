@@ -44,7 +44,7 @@ pub async fn run(
     addrs: DemoAddrs,
     out: &mut (dyn Write + Send),
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+) -> Result<(), crate::Error> {
     let state_dir = tempfile::Builder::new()
         .prefix("authgate-demo-")
         .tempdir()?;

@@ -22,6 +22,29 @@ pub enum GatewayError {
     ClientBody(#[source] BoxError),
     #[error("request path cannot be forwarded")]
     BadPath,
+    #[error("tenant query parameter missing or repeated")]
+    BadTenant,
+    #[error("no Bearer credentials")]
+    MissingToken,
+    #[error("malformed Authorization header")]
+    MalformedCredentials,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("expired token")]
+    ExpiredToken,
+    #[error("request body over the limit")]
+    PayloadTooLarge,
+    #[error("admin key missing or unknown")]
+    AdminUnauthenticated,
+    #[error("admin key lacks the role")]
+    AdminForbidden,
+    #[error("{field}: {message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
+    #[error("state could not be saved")]
+    StateUnavailable,
     #[error("route not found")]
     NotFound,
     #[error("method not allowed")]
@@ -31,9 +54,9 @@ pub enum GatewayError {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl GatewayError {
-    /// The status and static JSON body for this error.
-    fn parts(&self) -> (StatusCode, &'static str) {
-        match self {
+    /// The status and JSON body for this error.
+    fn parts(&self) -> (StatusCode, Bytes) {
+        let (status, body) = match self {
             GatewayError::UpstreamConnect(_) => (
                 StatusCode::BAD_GATEWAY,
                 r#"{"error":"bad_gateway","message":"the upstream service is unreachable"}"#,
@@ -54,6 +77,50 @@ impl GatewayError {
                 StatusCode::BAD_REQUEST,
                 r#"{"error":"invalid_request","message":"the request path is not acceptable"}"#,
             ),
+            GatewayError::BadTenant => (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"invalid_request","message":"the tenant query parameter must appear exactly once"}"#,
+            ),
+            GatewayError::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"missing_token","message":"this route requires a Bearer token"}"#,
+            ),
+            GatewayError::MalformedCredentials => (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"invalid_request","message":"the Authorization header is not a single valid Bearer token"}"#,
+            ),
+            GatewayError::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"invalid_token","message":"invalid token"}"#,
+            ),
+            GatewayError::ExpiredToken => (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"invalid_token","message":"token expired"}"#,
+            ),
+            GatewayError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"error":"payload_too_large","message":"the request body is over the limit for this route"}"#,
+            ),
+            GatewayError::AdminUnauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"unauthorized","message":"a valid admin key is required as Authorization: Bearer"}"#,
+            ),
+            GatewayError::AdminForbidden => (
+                StatusCode::FORBIDDEN,
+                r#"{"error":"forbidden","message":"this admin key's role may not do this"}"#,
+            ),
+            GatewayError::InvalidField { field, message } => {
+                let body = serde_json::json!({
+                    "error": "invalid_request",
+                    "field": field,
+                    "message": format!("{field}: {message}"),
+                });
+                return (StatusCode::BAD_REQUEST, Bytes::from(body.to_string()));
+            }
+            GatewayError::StateUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"state_unavailable","message":"the change could not be saved; nothing changed"}"#,
+            ),
             GatewayError::NotFound => (
                 StatusCode::NOT_FOUND,
                 r#"{"error":"not_found","message":"no such route"}"#,
@@ -62,13 +129,39 @@ impl GatewayError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 r#"{"error":"method_not_allowed","message":"method not allowed on this route"}"#,
             ),
+        };
+        (status, Bytes::from_static(body.as_bytes()))
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3) for auth failures.
+    fn challenge(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::MissingToken => Some(r#"Bearer realm="authgate""#),
+            GatewayError::AdminUnauthenticated => Some(r#"Bearer realm="authgate-admin""#),
+            GatewayError::MalformedCredentials => {
+                Some(r#"Bearer realm="authgate", error="invalid_request""#)
+            }
+            GatewayError::InvalidToken => Some(
+                r#"Bearer realm="authgate", error="invalid_token", error_description="invalid token""#,
+            ),
+            GatewayError::ExpiredToken => Some(
+                r#"Bearer realm="authgate", error="invalid_token", error_description="token expired""#,
+            ),
+            _ => None,
         }
     }
 
     /// The response sent to the client.
     pub fn into_response(self) -> Response<Body> {
         let (status, body) = self.parts();
-        json_response(status, Bytes::from_static(body.as_bytes()))
+        let mut response = json_response(status, body);
+        if let Some(challenge) = self.challenge() {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }
 
@@ -90,7 +183,7 @@ mod tests {
     fn check(err: GatewayError, status: StatusCode, code: &str) {
         let (got, body) = err.parts();
         assert_eq!(got, status);
-        let json: serde_json::Value = serde_json::from_str(body).expect("valid JSON");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
         assert_eq!(json["error"], code);
         assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
@@ -135,6 +228,102 @@ mod tests {
         );
     }
 
+    fn challenge_of(err: GatewayError) -> String {
+        let response = err.into_response();
+        response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn missing_token_is_401_with_a_bare_challenge() {
+        check(
+            GatewayError::MissingToken,
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+        );
+        assert_eq!(
+            challenge_of(GatewayError::MissingToken),
+            r#"Bearer realm="authgate""#
+        );
+    }
+
+    #[test]
+    fn malformed_credentials_are_400_invalid_request() {
+        check(
+            GatewayError::MalformedCredentials,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        );
+        assert!(
+            challenge_of(GatewayError::MalformedCredentials).contains(r#"error="invalid_request""#)
+        );
+    }
+
+    #[test]
+    fn invalid_and_expired_tokens_are_401_invalid_token() {
+        check(
+            GatewayError::InvalidToken,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        );
+        check(
+            GatewayError::ExpiredToken,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        );
+        assert!(challenge_of(GatewayError::InvalidToken)
+            .ends_with(r#"error_description="invalid token""#));
+        assert!(challenge_of(GatewayError::ExpiredToken)
+            .ends_with(r#"error_description="token expired""#));
+    }
+
+    #[test]
+    fn bad_tenant_is_400_and_oversized_body_413() {
+        check(
+            GatewayError::BadTenant,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        );
+        check(
+            GatewayError::PayloadTooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        );
+    }
+
+    #[test]
+    fn admin_errors_are_401_403_400_503() {
+        check(
+            GatewayError::AdminUnauthenticated,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+        check(
+            GatewayError::AdminForbidden,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+        check(
+            GatewayError::StateUnavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state_unavailable",
+        );
+        let field = GatewayError::InvalidField {
+            field: "expires_in",
+            message: "must be a positive integer".into(),
+        };
+        let (status, body) = field.parts();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["field"], "expires_in");
+        assert!(json["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires_in: "));
+    }
+
     #[test]
     fn bad_path_is_400() {
         check(
@@ -160,6 +349,6 @@ mod tests {
             GatewayError::UpstreamConnect(boxed("10.0.0.7:8081 refused")).into_response();
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let (_, body) = GatewayError::UpstreamConnect(boxed("10.0.0.7:8081")).parts();
-        assert!(!body.contains("10.0.0.7"));
+        assert!(!String::from_utf8_lossy(&body).contains("10.0.0.7"));
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //! - [`config`]: YAML → validated [`Config`], every problem reported at once.
+//! - [`auth`]: Bearer parsing, path normalisation, token digests, the pure decision.
+//! - [`state`]: tenant state, its immutable snapshots, and the stores behind them.
 //! - [`server`]: accept loop, connection limits and timeouts, graceful drain.
 //! - [`proxy`]: the proxy listener's handler: header rules, streaming forward.
 //! - [`routes`]: the protected route table.
-//! - [`admin`]: the admin listener's router (`/healthz`, `/readyz`, `/metrics`).
+//! - [`admin`]: the admin listener: health, metrics and the tenant admin API.
 //! - [`error`]: gateway errors and the one function that turns them into responses.
 //! - [`body`]: the response body type shared by both listeners.
 //! - [`metrics`]: metric names and the Prometheus recorder.
@@ -16,6 +18,7 @@
 //! and read the addresses before starting it.
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -25,6 +28,7 @@ pub mod proxy;
 pub mod routes;
 pub mod sample_backend;
 pub mod server;
+pub mod state;
 
 use std::future::Future;
 use std::io;
@@ -41,6 +45,23 @@ pub use config::Config;
 use crate::admin::{Admin, Readiness};
 use crate::proxy::Proxy;
 use crate::server::{Lifecycle, ServeOptions};
+use crate::state::{file::FileStore, StateHandle, StateStore, StoreError};
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("cannot load the state: {0}")]
+    State(#[from] StoreError),
+}
+
+/// The store the config names.
+pub fn open_store(config: &Config) -> Box<dyn StateStore> {
+    match &config.state {
+        config::State::File { path } => Box::new(FileStore::new(path.clone())),
+    }
+}
 
 /// The gateway's bound sockets.
 #[derive(Debug)]
@@ -72,15 +93,16 @@ impl Listeners {
     }
 }
 
-/// Runs the gateway until `shutdown` resolves, then drains: `/readyz` answers 503 at
-/// once, the proxy listener stops accepting, in-flight requests get up to
-/// `shutdown_timeout` to finish, and whatever is left is dropped.
+/// Loads the state, then runs the gateway until `shutdown` resolves, then drains:
+/// `/readyz` answers 503 at once, the proxy listener stops accepting, in-flight requests
+/// get up to `shutdown_timeout` to finish, and whatever is left is dropped.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+) -> Result<(), Error> {
     let prometheus = metrics::install();
+    let state = Arc::new(StateHandle::open(open_store(&config)).await?);
     let proxy_metrics = metrics::ProxyMetrics::new();
     let readiness = Arc::new(Readiness::default());
     let limits = &config.limits;
@@ -102,8 +124,13 @@ pub async fn run(
         closed_idle: None,
         ..proxy_opts.clone()
     };
-    let proxy = Arc::new(Proxy::new(&config, proxy_metrics));
-    let admin = Arc::new(Admin::new(readiness.clone(), prometheus.clone()));
+    let proxy = Arc::new(Proxy::new(&config, state.clone(), proxy_metrics));
+    let admin = Arc::new(Admin::new(
+        &config,
+        state,
+        readiness.clone(),
+        prometheus.clone(),
+    ));
 
     let proxy_life = lifecycle();
     let admin_life = lifecycle();

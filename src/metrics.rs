@@ -24,6 +24,58 @@ pub const OPEN_CONNECTIONS: &str = "authgate_open_connections";
 /// Connections closed by the gateway, by `reason` (`header_timeout`, `idle`).
 pub const CONNECTIONS_CLOSED: &str = "authgate_connections_closed_total";
 
+/// Auth decisions on protected routes, by `tenant` and `reason` (see [`AUTH_REASONS`]).
+/// Only tenants with stored state get their own label; the rest share `tenant="_other"`,
+/// so traffic cannot grow the metric set.
+pub const AUTH_DECISIONS: &str = "authgate_auth_decisions_total";
+/// Tokens generated, by `tenant`.
+pub const ROTATIONS: &str = "authgate_token_rotations_total";
+/// Seconds until the tenant's current token expires (negative once expired), by `tenant`.
+pub const TOKEN_EXPIRY: &str = "authgate_token_expiry_seconds";
+/// The state revision this replica serves.
+pub const STATE_REVISION: &str = "authgate_state_revision";
+
+/// Reasons of [`AUTH_DECISIONS`], indexed by [`crate::auth::decide::Reason`].
+pub const AUTH_REASONS: [&str; 6] = [
+    "missing",
+    "malformed",
+    "invalid",
+    "expired",
+    "ok",
+    "not_required",
+];
+
+/// Label value shared by tenants without stored state.
+pub const OTHER_TENANT: &str = "_other";
+
+/// Auth counters of one tenant label.
+pub fn tenant_counters(tenant: &str) -> crate::state::TenantCounters {
+    crate::state::TenantCounters {
+        by_reason: AUTH_REASONS.map(
+            |reason| counter!(AUTH_DECISIONS, "tenant" => tenant.to_string(), "reason" => reason),
+        ),
+    }
+}
+
+pub fn state_revision(revision: u64) {
+    gauge!(STATE_REVISION).set(revision as f64);
+}
+
+pub fn rotation(tenant: &str) {
+    counter!(ROTATIONS, "tenant" => tenant.to_string()).increment(1);
+}
+
+/// Sets the expiry gauge of every tenant with a token (called when metrics are scraped).
+pub fn token_expiry(state: &crate::state::State, now_ms: u64) {
+    for (tenant, t) in &state.tenants {
+        let gauge = gauge!(TOKEN_EXPIRY, "tenant" => tenant.clone());
+        match &t.token {
+            Some(token) => gauge.set((token.expires_at_ms as f64 - now_ms as f64) / 1000.0),
+            None => gauge.set(0.0),
+        }
+    }
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
@@ -69,6 +121,8 @@ pub struct ProxyMetrics {
     pub open_connections: Gauge,
     pub closed_header_timeout: Counter,
     pub closed_idle: Counter,
+    /// Auth counters for tenants without stored state.
+    pub other_tenant: crate::state::TenantCounters,
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -90,6 +144,7 @@ impl ProxyMetrics {
             open_connections: gauge!(OPEN_CONNECTIONS),
             closed_header_timeout: closed("header_timeout"),
             closed_idle: closed("idle"),
+            other_tenant: tenant_counters(OTHER_TENANT),
         }
     }
 

@@ -2,28 +2,38 @@
 //! through the pooled client, and hands the upstream's response back, streaming both
 //! bodies.
 //!
-//! Flow: `handle` → `forward` (headers rewritten per the contract's proxy semantics
-//! 5–7, URI pointed at the upstream) → hyper-util client with `request_timeout` on the
-//! response head → response headers cleaned → back to the client. Errors become
-//! responses in exactly one place, [`GatewayError::into_response`].
+//! Flow: `handle` → [`decide`] on the current state snapshot (path normalised, route and
+//! tenant found, token checked) → rejected requests are answered here, never forwarded →
+//! `forward` (headers rewritten per the contract's proxy semantics 5–7, the normalised
+//! path and the upstream's origin in the URI, the gateway's token removed) → hyper-util
+//! client with `request_timeout` on the response head → response headers cleaned →
+//! back to the client. Errors become responses in exactly one place,
+//! [`GatewayError::into_response`].
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::auth::decide::{decide, Outcome, Rejection};
 use crate::body::Body;
 use crate::config::{Config, Upstream};
 use crate::error::GatewayError;
 use crate::metrics::{ProxyMetrics, RouteClass};
 use crate::routes::RouteTable;
 use crate::server::Handler;
+use crate::state::StateHandle;
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), plus
 /// `Expect`, which the gateway answers itself.
@@ -43,18 +53,20 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The proxy: upstream client, route table and metrics.
+/// The proxy: upstream client, route table, state and metrics.
 #[derive(Debug)]
 pub struct Proxy {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, RequestBody>,
     upstream: Upstream,
     scheme: Scheme,
     routes: RouteTable,
+    state: Arc<StateHandle>,
+    max_body_bytes: u64,
     metrics: ProxyMetrics,
 }
 
 impl Proxy {
-    pub fn new(config: &Config, metrics: ProxyMetrics) -> Proxy {
+    pub fn new(config: &Config, state: Arc<StateHandle>, metrics: ProxyMetrics) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.upstream.connect_timeout));
         connector.set_nodelay(true);
@@ -69,17 +81,66 @@ impl Proxy {
             client,
             upstream: config.upstream.clone(),
             scheme: Scheme::HTTP,
-            routes: RouteTable::new(&config.protected_routes, config.case_insensitive_paths),
+            routes: RouteTable::new(
+                &config.protected_routes,
+                config.case_insensitive_paths,
+                config.tenant_param.clone(),
+            ),
+            state,
+            max_body_bytes: config.limits.max_body_bytes,
             metrics,
         }
     }
 
-    async fn forward(
+    /// Checks the request against the current snapshot, then forwards or refuses it.
+    async fn serve(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Response<Body>, GatewayError> {
+    ) -> (RouteClass, Result<Response<Body>, GatewayError>) {
         let (mut parts, body) = req.into_parts();
+        let (class, outcome, path) = {
+            let snapshot = self.state.snapshot();
+            let decision = decide(&self.routes, &snapshot, &parts, now_ms());
+            if let Some(reason) = decision.outcome.reason() {
+                let counters = decision.counters.unwrap_or(&self.metrics.other_tenant);
+                counters.by_reason[reason as usize].increment(1);
+            }
+            let path = match decision.path {
+                Cow::Owned(path) => Some(path),
+                Cow::Borrowed(_) => None,
+            };
+            (decision.class, decision.outcome, path)
+        };
+        let mut limit = u64::MAX;
+        match outcome {
+            Outcome::Rejected(rejection) => return (class, Err(rejection.into())),
+            Outcome::Allowed => {
+                // The backend never sees the gateway's token.
+                parts.headers.remove(header::AUTHORIZATION);
+            }
+            Outcome::Unprotected | Outcome::NotRequired => {}
+        }
+        if class == RouteClass::Protected {
+            limit = self.max_body_bytes;
+            if content_length(&parts.headers).is_some_and(|n| n > limit) {
+                return (class, Err(GatewayError::PayloadTooLarge));
+            }
+        }
+        let body = RequestBody {
+            inner: body,
+            remaining: limit,
+        };
+        (class, self.forward(parts, body, path, peer).await)
+    }
+
+    async fn forward(
+        &self,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        path: Option<String>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
         let host = parts
             .headers
             .get(header::HOST)
@@ -104,7 +165,7 @@ impl Proxy {
             headers.remove(X_FORWARDED_HOST);
         }
         append_via(headers, received);
-        parts.uri = self.upstream_uri(&parts.uri)?;
+        parts.uri = self.upstream_uri(&parts.uri, path)?;
         parts.version = Version::HTTP_11;
 
         let started = Instant::now();
@@ -129,17 +190,20 @@ impl Proxy {
     }
 
     /// The upstream URI for a request: the upstream's origin, its base path, then the
-    /// request's path and query.
-    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, GatewayError> {
+    /// request's (normalised, when `path` is given) path and its query.
+    fn upstream_uri(&self, uri: &Uri, path: Option<String>) -> Result<Uri, GatewayError> {
         let mut parts = self.upstream.origin.clone().into_parts();
         let pq = uri.path_and_query();
-        parts.path_and_query = Some(match pq {
-            Some(pq) if self.upstream.base_path.is_empty() => pq.clone(),
-            _ => {
-                let pq = pq.map_or("/", PathAndQuery::as_str);
-                format!("{}{pq}", self.upstream.base_path)
-                    .parse()
-                    .map_err(|_| GatewayError::BadPath)?
+        parts.path_and_query = Some(match (pq, path) {
+            (Some(pq), None) if self.upstream.base_path.is_empty() => pq.clone(),
+            (pq, path) => {
+                let path = path.as_deref().unwrap_or_else(|| uri.path());
+                let base = &self.upstream.base_path;
+                let joined = match pq.and_then(PathAndQuery::query) {
+                    Some(query) => format!("{base}{path}?{query}"),
+                    None => format!("{base}{path}"),
+                };
+                joined.parse().map_err(|_| GatewayError::BadPath)?
             }
         });
         Uri::from_parts(parts).map_err(|_| GatewayError::BadPath)
@@ -153,6 +217,9 @@ impl Proxy {
             tracing::warn!(error = %error_chain(&e), "upstream unreachable");
             return GatewayError::UpstreamConnect(Box::new(e));
         }
+        if body_limit_exceeded(&e) {
+            return GatewayError::PayloadTooLarge;
+        }
         if caused_by_request_body(&e) {
             tracing::debug!(error = %error_chain(&e), "client request body failed");
             return GatewayError::ClientBody(Box::new(e));
@@ -165,18 +232,100 @@ impl Proxy {
 
 impl Handler for Proxy {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let class = if self.routes.is_protected(req.method(), req.uri().path()) {
-            RouteClass::Protected
-        } else {
-            RouteClass::Other
-        };
-        let response = match self.forward(req, peer).await {
+        let (class, result) = self.serve(req, peer).await;
+        let response = match result {
             Ok(response) => response,
             Err(e) => e.into_response(),
         };
         self.metrics.request(class, response.status());
         response
     }
+}
+
+impl From<Rejection> for GatewayError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::BadPath | Rejection::AmbiguousPath => GatewayError::BadPath,
+            Rejection::BadTenant => GatewayError::BadTenant,
+            Rejection::Missing => GatewayError::MissingToken,
+            Rejection::Malformed => GatewayError::MalformedCredentials,
+            Rejection::Invalid => GatewayError::InvalidToken,
+            Rejection::Expired => GatewayError::ExpiredToken,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The client's request body on its way upstream, cut off past `remaining` bytes.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    remaining: u64,
+}
+
+/// The body exceeded `limits.max_body_bytes` while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds limits.max_body_bytes")]
+struct BodyTooLarge;
+
+impl http_body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn body_limit_exceeded(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.is::<BodyTooLarge>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.

@@ -1,8 +1,11 @@
 //! Protected route table: method list plus path template (matchit syntax, `{client}`),
-//! matched against a request's path.
+//! matched against a request's normalised path.
 //!
 //! One trailing slash is ignored for matching; with `case_insensitive_paths` templates
-//! and paths are compared in lower case, for backends that ignore case.
+//! and paths are compared in lower case (and captured tenants are lower-cased too, since
+//! such a backend treats `ACME` and `acme` as one tenant).
+
+use std::borrow::Cow;
 
 use http::Method;
 
@@ -13,12 +16,24 @@ use crate::config::ProtectedRoute;
 pub struct RouteTable {
     router: matchit::Router<Vec<Method>>,
     case_insensitive: bool,
+    tenant_param: Option<String>,
+}
+
+/// A protected route matched by a request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RouteMatch<'a> {
+    /// The tenant captured from the path, when the template names `tenant_param`.
+    pub tenant: Option<Cow<'a, str>>,
 }
 
 impl RouteTable {
     /// Compiles routes the config has already validated. Routes sharing a template have
     /// their methods merged.
-    pub fn new(routes: &[ProtectedRoute], case_insensitive: bool) -> RouteTable {
+    pub fn new(
+        routes: &[ProtectedRoute],
+        case_insensitive: bool,
+        tenant_param: Option<String>,
+    ) -> RouteTable {
         let mut merged: Vec<(String, Vec<Method>)> = Vec::new();
         for route in routes {
             let path = if case_insensitive {
@@ -41,25 +56,64 @@ impl RouteTable {
         RouteTable {
             router,
             case_insensitive,
+            tenant_param,
+        }
+    }
+
+    /// The protected route `method` on `path` falls under, if any.
+    pub fn find<'a>(&self, method: &Method, path: &'a str) -> Option<RouteMatch<'a>> {
+        let path = trim_one_slash(path);
+        if self.case_insensitive {
+            let lowered = path.to_ascii_lowercase();
+            let m = self.router.at(&lowered).ok()?;
+            if !m.value.contains(method) {
+                return None;
+            }
+            let tenant = self.param(&m.params).map(|t| Cow::Owned(t.to_string()));
+            Some(RouteMatch { tenant })
+        } else {
+            let m = self.router.at(path).ok()?;
+            if !m.value.contains(method) {
+                return None;
+            }
+            Some(RouteMatch {
+                tenant: self.param(&m.params).map(Cow::Borrowed),
+            })
+        }
+    }
+
+    /// Whether `path` matches any protected template, whatever the method.
+    pub fn matches_any_method(&self, path: &str) -> bool {
+        let path = trim_one_slash(path);
+        if self.case_insensitive {
+            self.router.at(&path.to_ascii_lowercase()).is_ok()
+        } else {
+            self.router.at(path).is_ok()
         }
     }
 
     /// Whether `method` on `path` is a protected route.
     pub fn is_protected(&self, method: &Method, path: &str) -> bool {
-        let trimmed = match path.strip_suffix('/') {
-            Some(rest) if !rest.is_empty() => rest,
-            _ => path,
-        };
-        let lowered;
-        let path = if self.case_insensitive {
-            lowered = trimmed.to_ascii_lowercase();
-            &lowered
-        } else {
-            trimmed
-        };
-        self.router
-            .at(path)
-            .is_ok_and(|m| m.value.iter().any(|allowed| allowed == method))
+        self.find(method, path).is_some()
+    }
+
+    pub fn is_case_insensitive(&self) -> bool {
+        self.case_insensitive
+    }
+
+    pub fn tenant_param(&self) -> Option<&str> {
+        self.tenant_param.as_deref()
+    }
+
+    fn param<'p>(&self, params: &matchit::Params<'_, 'p>) -> Option<&'p str> {
+        params.get(self.tenant_param.as_deref()?)
+    }
+}
+
+fn trim_one_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => path,
     }
 }
 
@@ -79,37 +133,4 @@ fn lowercase_literals(template: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn table(case_insensitive: bool) -> RouteTable {
-        let routes = [
-            ProtectedRoute {
-                methods: vec![Method::POST],
-                path: "/m2/{client}/profile/batchUpdate".into(),
-            },
-            ProtectedRoute {
-                methods: vec![Method::PUT],
-                path: "/m2/{client}/profile/batchUpdate".into(),
-            },
-        ];
-        RouteTable::new(&routes, case_insensitive)
-    }
-
-    #[test]
-    fn matches_method_and_template() {
-        let t = table(false);
-        assert!(t.is_protected(&Method::POST, "/m2/acme/profile/batchUpdate"));
-        assert!(t.is_protected(&Method::PUT, "/m2/acme/profile/batchUpdate"));
-        assert!(t.is_protected(&Method::POST, "/m2/acme/profile/batchUpdate/"));
-        assert!(!t.is_protected(&Method::GET, "/m2/acme/profile/batchUpdate"));
-        assert!(!t.is_protected(&Method::POST, "/m2/acme/profile/batchStatus"));
-        assert!(!t.is_protected(&Method::POST, "/m2/acme/profile/batchupdate"));
-    }
-
-    #[test]
-    fn case_insensitive_paths_fold_literals() {
-        let t = table(true);
-        assert!(t.is_protected(&Method::POST, "/M2/acme/PROFILE/batchupdate"));
-    }
-}
+mod tests;

@@ -49,7 +49,7 @@ pub struct Gateway {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<Result<(), authgate::Error>>,
 }
 
 impl Gateway {
@@ -105,7 +105,7 @@ impl Gateway {
             .expect("gateway run");
     }
 
-    pub async fn join(self) -> std::io::Result<()> {
+    pub async fn join(self) -> Result<(), authgate::Error> {
         within("the gateway to stop", self.task)
             .await
             .expect("gateway task")

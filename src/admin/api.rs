@@ -1,0 +1,264 @@
+//! The tenant admin API (`/admin/v1/…`): documents, settings, token generation and
+//! revocation. Each change is one [`Command`] applied through the [`StateHandle`], which
+//! makes it durable and swaps the snapshot in *before* the response is written, then is
+//! written to the `audit` log target (never a token or key).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+
+use crate::auth::token::{self, TOKEN_PREFIX};
+use crate::config::Tokens;
+use crate::error::{json_response, GatewayError};
+use crate::state::{Command, State, StateHandle, TenantState, TokenRecord};
+
+/// Largest admin request body read.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// A tenant name from an admin path: 1–128 characters of the URL-unreserved set, so it
+/// is written the same way in a normalised request path.
+pub fn tenant_name(raw: &str, case_insensitive: bool) -> Result<String, GatewayError> {
+    let valid = (1..=128).contains(&raw.len())
+        && raw != "."
+        && raw != ".."
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    if !valid {
+        return Err(GatewayError::InvalidField {
+            field: "tenant",
+            message: "use 1 to 128 letters, digits, `-`, `.`, `_` or `~`".into(),
+        });
+    }
+    Ok(if case_insensitive {
+        raw.to_ascii_lowercase()
+    } else {
+        raw.to_string()
+    })
+}
+
+/// The tenant document of the contract.
+pub fn document(name: &str, tenant: &TenantState) -> Value {
+    let token = tenant.token.as_ref().map(|t| {
+        json!({
+            "id": t.digest.id(),
+            "fingerprint": t.digest.fingerprint(),
+            "created_at": rfc3339(t.created_at_ms),
+            "expires_at": rfc3339(t.expires_at_ms),
+        })
+    });
+    json!({
+        "tenant": name,
+        "require_authentication": tenant.require_authentication,
+        "token": token,
+        "revision": tenant.revision,
+    })
+}
+
+pub fn list(state: &State) -> Value {
+    let tenants: Vec<Value> = state
+        .tenants
+        .iter()
+        .map(|(name, t)| document(name, t))
+        .collect();
+    json!({ "tenants": tenants })
+}
+
+/// `PUT …/settings` body: exactly `{"require_authentication": bool}`.
+pub async fn parse_settings(body: Incoming) -> Result<bool, GatewayError> {
+    let mut object = read_object(body, false).await?;
+    let require = match object.remove("require_authentication") {
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(invalid("require_authentication", "must be true or false")),
+        None => return Err(invalid("require_authentication", "is required")),
+    };
+    reject_unknown(object)?;
+    Ok(require)
+}
+
+/// `POST …/token` body: optional `{"expires_in": seconds}`; never clamped.
+pub async fn parse_expires_in(body: Incoming, tokens: &Tokens) -> Result<u64, GatewayError> {
+    let mut object = read_object(body, true).await?;
+    let max = tokens.max_ttl.as_secs();
+    let expires_in = match object.remove("expires_in") {
+        None => tokens.default_ttl.as_secs(),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) | None => {
+                return Err(invalid(
+                    "expires_in",
+                    "must be a positive whole number of seconds",
+                ))
+            }
+            Some(secs) if secs > max => {
+                return Err(invalid(
+                    "expires_in",
+                    &format!("must be at most {max} (tokens.max_ttl)"),
+                ))
+            }
+            Some(secs) => secs,
+        },
+        Some(_) => {
+            return Err(invalid(
+                "expires_in",
+                "must be a positive whole number of seconds",
+            ))
+        }
+    };
+    reject_unknown(object)?;
+    Ok(expires_in)
+}
+
+/// Generates a token for `tenant`, makes it the only valid one, and answers 201.
+pub async fn generate(
+    state: &StateHandle,
+    actor: &str,
+    tenant: String,
+    expires_in: u64,
+) -> Result<http::Response<crate::body::Body>, GatewayError> {
+    let secret = token::generate(TOKEN_PREFIX).map_err(|e| {
+        tracing::error!(error = %e, "the OS random source failed");
+        GatewayError::StateUnavailable
+    })?;
+    let now = now_ms();
+    let record = TokenRecord {
+        digest: secret.digest,
+        created_at_ms: now,
+        expires_at_ms: now + expires_in * 1000,
+    };
+    let cmd = Command::SetToken {
+        tenant: tenant.clone(),
+        token: record.clone(),
+    };
+    apply(state, actor, cmd).await?;
+    crate::metrics::rotation(&tenant);
+    let body = json!({
+        "token": secret.value,
+        "token_type": "Bearer",
+        "id": record.digest.id(),
+        "expires_in": expires_in,
+        "expires_at": rfc3339(record.expires_at_ms),
+    });
+    Ok(json_response(
+        StatusCode::CREATED,
+        Bytes::from(body.to_string()),
+    ))
+}
+
+/// Applies `cmd` durably, writes the audit line, and returns the tenant's new state.
+pub async fn apply(
+    state: &StateHandle,
+    actor: &str,
+    cmd: Command,
+) -> Result<TenantState, GatewayError> {
+    let tenant = cmd.tenant().to_string();
+    let action = cmd.action();
+    let (old, new) = state.apply(cmd).await.map_err(|e| {
+        tracing::error!(error = %e, %tenant, action, "state change failed; nothing changed");
+        GatewayError::StateUnavailable
+    })?;
+    let fingerprint = |t: &TenantState| t.token.as_ref().map(|t| t.digest.fingerprint());
+    let after = new.tenant(&tenant);
+    tracing::info!(
+        target: "audit",
+        actor,
+        tenant = %tenant,
+        action,
+        old_token = fingerprint(&old).as_deref().unwrap_or("none"),
+        new_token = fingerprint(&after).as_deref().unwrap_or("none"),
+        require_authentication = after.require_authentication,
+        revision = new.revision,
+        "admin change"
+    );
+    Ok(after)
+}
+
+async fn read_object(body: Incoming, empty_ok: bool) -> Result<Map<String, Value>, GatewayError> {
+    let bytes = Limited::new(body, MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            invalid(
+                "body",
+                &format!("must be JSON of at most {MAX_ADMIN_BODY} bytes"),
+            )
+        })?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) && empty_ok {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(invalid("body", "must be a JSON object")),
+        Err(e) => Err(invalid("body", &format!("is not valid JSON ({e})"))),
+    }
+}
+
+fn reject_unknown(object: Map<String, Value>) -> Result<(), GatewayError> {
+    match object.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(GatewayError::InvalidField {
+            field: "body",
+            message: format!("unknown field `{}`", key.escape_debug()),
+        }),
+    }
+}
+
+fn invalid(field: &'static str, message: &str) -> GatewayError {
+    GatewayError::InvalidField {
+        field,
+        message: message.to_string(),
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rfc3339(ms: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_are_url_safe() {
+        assert_eq!(tenant_name("acme-1", false).unwrap(), "acme-1");
+        assert_eq!(tenant_name("ACME", true).unwrap(), "acme");
+        for bad in ["", ".", "..", "a/b", "a%2Fb", "a b", "é", &"a".repeat(129)] {
+            assert!(tenant_name(bad, false).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_document_shows_public_token_facts_only() {
+        let t = TenantState {
+            require_authentication: true,
+            token: Some(TokenRecord {
+                digest: crate::auth::token::Digest([9; 32]),
+                created_at_ms: 0,
+                expires_at_ms: 86_400_000,
+            }),
+            revision: 4,
+        };
+        let doc = document("acme", &t);
+        assert_eq!(doc["token"]["expires_at"], "1970-01-02T00:00:00Z");
+        assert_eq!(doc["revision"], 4);
+        assert!(
+            !doc.to_string().contains(&"09".repeat(32)),
+            "no full digest"
+        );
+        assert_eq!(
+            document("new", &TenantState::default())["token"],
+            Value::Null
+        );
+    }
+}

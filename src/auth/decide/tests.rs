@@ -1,0 +1,188 @@
+use super::*;
+use crate::config::ProtectedRoute;
+use crate::state::{Command, State, TokenRecord};
+use http::{Method, Request};
+
+const NOW: u64 = 1_000_000;
+
+fn routes(case_insensitive: bool) -> RouteTable {
+    let routes = [
+        ProtectedRoute {
+            methods: vec![Method::POST],
+            path: "/m2/{client}/v2/profile/batchUpdate".into(),
+        },
+        ProtectedRoute {
+            methods: vec![Method::GET],
+            path: "/rest/v1/profiles/{id}".into(),
+        },
+    ];
+    RouteTable::new(&routes, case_insensitive, Some("client".into()))
+}
+
+fn snapshot(token: &str, expires_at_ms: u64) -> Snapshot {
+    let state = State::default()
+        .apply(&Command::SetRequireAuthentication {
+            tenant: "acme".into(),
+            require: true,
+        })
+        .apply(&Command::SetToken {
+            tenant: "acme".into(),
+            token: TokenRecord {
+                digest: Digest::of(token),
+                created_at_ms: 0,
+                expires_at_ms,
+            },
+        })
+        .apply(&Command::SetToken {
+            tenant: "open".into(),
+            token: TokenRecord {
+                digest: Digest::of("unused"),
+                created_at_ms: 0,
+                expires_at_ms,
+            },
+        });
+    Snapshot::new(state)
+}
+
+fn head(method: Method, uri: &str, auth: &[&str]) -> Parts {
+    let mut b = Request::builder().method(method).uri(uri);
+    for a in auth {
+        b = b.header("authorization", *a);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn outcome(snap: &Snapshot, method: Method, uri: &str, auth: &[&str]) -> Outcome {
+    decide(&routes(false), snap, &head(method, uri, auth), NOW).outcome
+}
+
+const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
+
+#[test]
+fn the_current_token_passes() {
+    let snap = snapshot("good", NOW + 1);
+    let h = head(Method::POST, BATCH, &["Bearer good"]);
+    let d = decide(&routes(false), &snap, &h, NOW);
+    assert_eq!(d.outcome, Outcome::Allowed);
+    assert_eq!(d.class, RouteClass::Protected);
+    assert!(d.counters.is_some());
+    assert!(
+        matches!(d.path, Cow::Borrowed(BATCH)),
+        "no allocation for a normal path"
+    );
+    assert_eq!(
+        outcome(&snap, Method::POST, BATCH, &["bEaReR good"]),
+        Outcome::Allowed
+    );
+}
+
+#[test]
+fn each_failure_has_its_reason() {
+    let snap = snapshot("good", NOW + 1);
+    let rejected = |r| Outcome::Rejected(r);
+    assert_eq!(
+        outcome(&snap, Method::POST, BATCH, &[]),
+        rejected(Rejection::Missing)
+    );
+    assert_eq!(
+        outcome(&snap, Method::POST, BATCH, &["Basic Zm9v"]),
+        rejected(Rejection::Missing)
+    );
+    assert_eq!(
+        outcome(&snap, Method::POST, BATCH, &["Bearer bad"]),
+        rejected(Rejection::Invalid)
+    );
+    assert_eq!(
+        outcome(&snap, Method::POST, BATCH, &["Bearer "]),
+        rejected(Rejection::Malformed)
+    );
+    assert_eq!(
+        outcome(&snap, Method::POST, BATCH, &["Bearer good", "Bearer good"]),
+        rejected(Rejection::Malformed)
+    );
+    let expired = snapshot("good", NOW);
+    assert_eq!(
+        outcome(&expired, Method::POST, BATCH, &["Bearer good"]),
+        rejected(Rejection::Expired)
+    );
+}
+
+#[test]
+fn a_wrong_token_is_invalid_even_when_the_current_one_expired() {
+    let expired = snapshot("good", NOW);
+    assert_eq!(
+        outcome(&expired, Method::POST, BATCH, &["Bearer other"]),
+        Outcome::Rejected(Rejection::Invalid)
+    );
+}
+
+#[test]
+fn unprotected_routes_and_relaxed_tenants_pass_untouched() {
+    let snap = snapshot("good", NOW + 1);
+    assert_eq!(
+        outcome(&snap, Method::GET, BATCH, &[]),
+        Outcome::Unprotected
+    );
+    assert_eq!(
+        outcome(&snap, Method::GET, "/m2/acme/profile/batchStatus", &[]),
+        Outcome::Unprotected
+    );
+    let other = "/m2/globex/v2/profile/batchUpdate";
+    let h = head(Method::POST, other, &[]);
+    let d = decide(&routes(false), &snap, &h, NOW);
+    assert_eq!(d.outcome, Outcome::NotRequired);
+    assert!(
+        d.counters.is_none(),
+        "unknown tenants get no counters of their own"
+    );
+    assert_eq!(
+        outcome(
+            &snap,
+            Method::POST,
+            "/m2/open/v2/profile/batchUpdate",
+            &["Bearer ,,,"]
+        ),
+        Outcome::NotRequired,
+        "a tenant not requiring auth is forwarded whatever it sends"
+    );
+}
+
+#[test]
+fn query_tenants_need_exactly_one_parameter() {
+    let snap = snapshot("good", NOW + 1);
+    let uri = |q: &str| format!("/rest/v1/profiles/p1{q}");
+    let rejected = Outcome::Rejected(Rejection::BadTenant);
+    assert_eq!(
+        outcome(&snap, Method::GET, &uri("?client=acme"), &[]),
+        Outcome::Rejected(Rejection::Missing)
+    );
+    assert_eq!(
+        outcome(&snap, Method::GET, &uri("?client=ac%6De"), &[]),
+        Outcome::Rejected(Rejection::Missing)
+    );
+    assert_eq!(
+        outcome(&snap, Method::GET, &uri("?client=acme&client=x"), &[]),
+        rejected
+    );
+    assert_eq!(outcome(&snap, Method::GET, &uri(""), &[]), rejected);
+    assert_eq!(outcome(&snap, Method::GET, &uri("?client="), &[]), rejected);
+    assert_eq!(
+        outcome(&snap, Method::GET, &uri("?client=acme"), &["Bearer good"]),
+        Outcome::Allowed
+    );
+}
+
+#[test]
+fn case_insensitive_mode_folds_the_tenant() {
+    let snap = snapshot("good", NOW + 1);
+    let h = head(Method::POST, "/M2/ACME/v2/Profile/BATCHUPDATE", &[]);
+    assert_eq!(
+        decide(&routes(true), &snap, &h, NOW).outcome,
+        Outcome::Rejected(Rejection::Missing)
+    );
+    let h = head(Method::GET, "/rest/v1/profiles/p?client=ACME", &[]);
+    assert_eq!(
+        decide(&routes(true), &snap, &h, NOW).outcome,
+        Outcome::Rejected(Rejection::Missing)
+    );
+}

@@ -1,0 +1,249 @@
+//! The `file` store: the whole state in one JSON file, rewritten atomically (temp file,
+//! fsync, rename, fsync of the directory) before a change is acknowledged.
+//!
+//! A missing file is a fresh deployment. An unreadable or corrupt file is an error that
+//! stops start-up: silently starting empty would switch authentication off.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{BoxFuture, Command, State, StateStore, StoreError, TenantState, TokenRecord};
+
+const FORMAT_VERSION: u32 = 1;
+
+/// The state file's shape.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    version: u32,
+    revision: u64,
+    tenants: BTreeMap<String, OnDiskTenant>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDiskTenant {
+    require_authentication: bool,
+    token: Option<TokenRecord>,
+    revision: u64,
+}
+
+/// One JSON file holding the state.
+#[derive(Debug)]
+pub struct FileStore {
+    path: PathBuf,
+    /// The state as last written; writers hold the lock across the write.
+    current: tokio::sync::Mutex<Option<State>>,
+}
+
+impl FileStore {
+    pub fn new(path: PathBuf) -> FileStore {
+        FileStore {
+            path,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn io_error(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+}
+
+impl StateStore for FileStore {
+    fn load(&self) -> BoxFuture<'_, Result<State, StoreError>> {
+        Box::pin(async move {
+            let mut current = self.current.lock().await;
+            let path = self.path.clone();
+            let state = tokio::task::spawn_blocking(move || read(&path))
+                .await
+                .map_err(|e| self.io_error(std::io::Error::other(e)))??;
+            *current = Some(state.clone());
+            Ok(state)
+        })
+    }
+
+    fn apply(&self, cmd: Command) -> BoxFuture<'_, Result<State, StoreError>> {
+        Box::pin(async move {
+            let mut current = self.current.lock().await;
+            let base = match current.as_ref() {
+                Some(state) => state.clone(),
+                None => {
+                    let path = self.path.clone();
+                    tokio::task::spawn_blocking(move || read(&path))
+                        .await
+                        .map_err(|e| self.io_error(std::io::Error::other(e)))??
+                }
+            };
+            let next = base.apply(&cmd);
+            let path = self.path.clone();
+            let bytes = encode(&next);
+            tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+                .await
+                .map_err(|e| self.io_error(std::io::Error::other(e)))?
+                .map_err(|e| self.io_error(e))?;
+            *current = Some(next.clone());
+            Ok(next)
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<State, StoreError> {
+    let shown = || path.display().to_string();
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: shown(),
+                source,
+            })
+        }
+    };
+    let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        path: shown(),
+        problem: format!("not a valid state file: {e}"),
+    })?;
+    if disk.version != FORMAT_VERSION {
+        return Err(StoreError::Corrupt {
+            path: shown(),
+            problem: format!("format version {} is not {FORMAT_VERSION}", disk.version),
+        });
+    }
+    let tenants = disk
+        .tenants
+        .into_iter()
+        .map(|(name, t)| {
+            let state = TenantState {
+                require_authentication: t.require_authentication,
+                token: t.token,
+                revision: t.revision,
+            };
+            (name, state)
+        })
+        .collect();
+    Ok(State {
+        revision: disk.revision,
+        tenants,
+    })
+}
+
+fn encode(state: &State) -> Vec<u8> {
+    let disk = OnDisk {
+        version: FORMAT_VERSION,
+        revision: state.revision,
+        tenants: state
+            .tenants
+            .iter()
+            .map(|(name, t)| {
+                let tenant = OnDiskTenant {
+                    require_authentication: t.require_authentication,
+                    token: t.token.clone(),
+                    revision: t.revision,
+                };
+                (name.clone(), tenant)
+            })
+            .collect(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&disk).expect("state serialises");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Temp file in the same directory, fsync, rename over the old file, fsync the directory:
+/// a crash at any point leaves either the old or the new file, never a mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".state-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::token::Digest;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn changes_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        runtime().block_on(async {
+            let store = FileStore::new(path.clone());
+            assert_eq!(
+                store.load().await.unwrap(),
+                State::default(),
+                "missing → fresh"
+            );
+            let token = TokenRecord {
+                digest: Digest([7; 32]),
+                created_at_ms: 10,
+                expires_at_ms: 20,
+            };
+            store
+                .apply(Command::SetToken {
+                    tenant: "acme".into(),
+                    token: token.clone(),
+                })
+                .await
+                .unwrap();
+            let written = store
+                .apply(Command::SetRequireAuthentication {
+                    tenant: "acme".into(),
+                    require: true,
+                })
+                .await
+                .unwrap();
+            let reopened = FileStore::new(path.clone()).load().await.unwrap();
+            assert_eq!(reopened, written);
+            assert_eq!(reopened.tenant("acme").token, Some(token));
+        });
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&"07".repeat(32)),
+            "digest stored as hex: {text}"
+        );
+        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != "state.json")
+            .collect();
+        assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, "{\"version\": 1, \"revision\": ").unwrap();
+        let err = runtime()
+            .block_on(FileStore::new(path.clone()).load())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("not a valid state file"), "{text}");
+    }
+}
