@@ -44,6 +44,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         backend: SocketAddr,
     },
+    /// Print a new admin key once, and the config entry holding only its digest.
+    AdminKey {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: KeyRole,
+    },
     /// The built-in sample profile backend alone.
     SampleBackend {
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -51,10 +58,17 @@ enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KeyRole {
+    Approver,
+    Viewer,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
+        Command::AdminKey { name, role } => admin_key(&name, role),
         Command::Serve { config } => serve(&config),
         Command::Demo {
             proxy,
@@ -106,6 +120,28 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn admin_key(name: &str, role: KeyRole) -> anyhow::Result<()> {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    anyhow::ensure!(plain, "--name: use letters, digits, `-`, `_`, `.` or `@`");
+    let role = match role {
+        KeyRole::Approver => "approver",
+        KeyRole::Viewer => "viewer",
+    };
+    let key = authgate::auth::token::generate(authgate::auth::token::ADMIN_KEY_PREFIX)
+        .context("the OS random source failed")?;
+    println!("Admin key for {name} ({role}); shown once, keep it in your secrets store:\n");
+    println!("  {}\n", key.value);
+    println!("Add this entry under admin.keys in the config (it holds only the key's SHA-256):\n");
+    println!(
+        "    - {{ name: {name}, role: {role}, sha256: \"{}\" }}",
+        key.digest.to_hex()
+    );
+    Ok(())
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {

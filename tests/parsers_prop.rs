@@ -364,9 +364,11 @@ proptest! {
             5,
         ),
         parameters in proptest::collection::vec(
-            proptest::sample::select(vec!["", "", "", ";x", ";jsessionid=1", "%3Bx", "%253Bx",
+            proptest::sample::select(vec![
+                "", "", "", ";x", ";jsessionid=1", "%3Bx", "%253Bx",
                 // Read as nothing by backends that strip parameters up to the raw '/'.
-                ";x%2F..%2F..", "%3Bx%5C..", ";x\\..\\x"]),
+                ";x%2F..%2F..", "%3Bx%5C..", ";x\\..\\x",
+            ]),
             5,
         ),
         spellings in proptest::collection::vec(0u8..5, 40),

@@ -1,13 +1,14 @@
 //! RFC 6750 §2.1 Bearer credentials, read from the request's `Authorization` header.
 //!
-//! The proxy calls [`parse`] on every request to a protected route; the decision maps
-//! [`Credentials::Missing`] to `401`, [`Credentials::Malformed`] to `400
-//! invalid_request`, and compares a [`Credentials::Bearer`] token with the tenant's
-//! current one. The parser works on the header's raw bytes, borrows the token from the
-//! header map, never allocates and never panics.
+//! The auth decision calls [`parse`] on every request to a protected route (and the admin
+//! API on every admin call): [`Credentials::Missing`] becomes `401`,
+//! [`Credentials::Malformed`] `400 invalid_request`, and a [`Credentials::Bearer`] token
+//! is compared with the current one. The parser works on the header's raw bytes, borrows
+//! the token from the header map, never allocates and never panics.
 //!
-//! Grammar (no leading or trailing whitespace is tolerated: hyper has already trimmed
-//! the field value, so any left is part of what the client sent):
+//! Grammar, applied to the field value as received (HTTP/1 parsing already drops the
+//! whitespace around it; over HTTP/2 a trailing space makes the value malformed and a
+//! leading one leaves no scheme, so `Missing`):
 //!
 //! ```text
 //! credentials = "Bearer" 1*SP b64token        ; "Bearer" case-insensitive

@@ -24,7 +24,7 @@ fn minimal_file_gets_every_default() {
     assert_eq!(c.limits.max_body_bytes, 52_428_800);
     assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
     let State::File { path } = &c.state;
-    assert_eq!(path, Path::new("/etc/authgate/./data/state.json"));
+    assert_eq!(path, Path::new("/etc/authgate/data/state.json"));
 }
 
 #[test]

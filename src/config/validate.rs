@@ -82,9 +82,16 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
     let limits = limits(raw.limits, p);
     let shutdown_timeout = duration(raw.shutdown_timeout, "30s", &["shutdown_timeout"], p);
     let state = match raw.state.backend.as_deref().unwrap_or("file") {
-        "file" => State::File {
-            path: base.join(raw.state.path.as_deref().unwrap_or("./data/state.json")),
-        },
+        "file" => {
+            let relative = Path::new(raw.state.path.as_deref().unwrap_or("./data/state.json"));
+            // `./` segments add nothing but noise to error messages.
+            let path = base
+                .join(relative)
+                .components()
+                .filter(|c| *c != std::path::Component::CurDir)
+                .collect();
+            State::File { path }
+        }
         other => {
             let msg = format!("unknown backend `{other}`; expected `file`");
             p.push(&path(&["state", "backend"]), msg);

@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,25 +43,70 @@ pub fn full(bytes: impl Into<Bytes>) -> TestBody {
         .boxed()
 }
 
-/// A gateway running in this process.
+/// Admin keys every test gateway accepts.
+pub struct Keys {
+    pub approver: String,
+    pub viewer: String,
+}
+
+/// The admin keys, generated once per test binary.
+pub fn keys() -> &'static Keys {
+    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let new = || {
+            authgate::auth::token::generate(authgate::auth::token::ADMIN_KEY_PREFIX)
+                .unwrap()
+                .value
+        };
+        Keys {
+            approver: new(),
+            viewer: new(),
+        }
+    })
+}
+
+/// The `admin:` config section holding [`keys`]' digests.
+pub fn admin_yaml() -> String {
+    let digest = |k: &str| authgate::auth::token::Digest::of(k).to_hex();
+    format!(
+        "admin:\n  keys:\n    - {{ name: ops, role: approver, sha256: \"{}\" }}\n    - {{ name: auditor, role: viewer, sha256: \"{}\" }}\n",
+        digest(&keys().approver),
+        digest(&keys().viewer)
+    )
+}
+
+/// A gateway running in this process, with its own state directory.
 pub struct Gateway {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    pub dir: std::sync::Arc<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), authgate::Error>>,
 }
 
 impl Gateway {
-    /// Starts a gateway in front of `upstream` with extra YAML config lines appended.
+    /// Starts a gateway in front of `upstream` with extra YAML config lines appended,
+    /// and the test admin keys.
     pub async fn start(upstream: SocketAddr, extra_yaml: &str) -> Gateway {
-        let text = format!("upstream:\n  url: \"http://{upstream}\"\n{extra_yaml}");
-        Gateway::start_yaml(&text).await
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        Gateway::start_in(dir, upstream, extra_yaml)
+            .await
+            .expect("gateway starts")
     }
 
-    /// Starts a gateway from a whole YAML document (listen addresses are replaced by port 0).
-    pub async fn start_yaml(text: &str) -> Gateway {
-        let dir = std::env::temp_dir();
-        let config = Config::parse(text, Path::new(&dir)).unwrap_or_else(|p| panic!("{p:#?}"));
+    /// Starts a gateway whose state lives in `dir` (to restart on the same state).
+    pub async fn start_in(
+        dir: std::sync::Arc<tempfile::TempDir>,
+        upstream: SocketAddr,
+        extra_yaml: &str,
+    ) -> Result<Gateway, authgate::Error> {
+        let text = format!(
+            "upstream:\n  url: \"http://{upstream}\"\n{extra_yaml}\n{}",
+            admin_yaml()
+        );
+        let config = Config::parse(&text, dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
+        // Opening the store first surfaces a bad state file as an error of its own.
+        authgate::state::StateHandle::open(authgate::open_store(&config)).await?;
         let listeners = Listeners {
             proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -73,12 +117,13 @@ impl Gateway {
         let task = tokio::spawn(authgate::run(config, listeners, async move {
             let _ = stopped.await;
         }));
-        Gateway {
+        Ok(Gateway {
             proxy,
             admin,
+            dir,
             stop: Some(stop),
             task,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -206,3 +251,5 @@ pub fn have_tool(name: &str, version_arg: &str) -> bool {
     }
     found
 }
+
+pub mod admin;

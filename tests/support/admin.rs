@@ -1,0 +1,51 @@
+//! Admin API calls as an operator would make them with curl.
+
+use http::{Request, StatusCode};
+use serde_json::Value;
+
+use super::*;
+
+/// One admin call; returns the status and the JSON body (`Null` when empty).
+pub async fn call(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(gw.admin_url(path));
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(full(body.unwrap_or("").to_string())).unwrap();
+    let response = within("admin call", client().request(req)).await.unwrap();
+    let status = response.status();
+    let bytes = body_bytes(response).await;
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"))
+    };
+    (status, json)
+}
+
+/// Turns `require_authentication` on or off for `tenant`.
+pub async fn require(gw: &Gateway, tenant: &str, on: bool) {
+    let body = format!("{{\"require_authentication\": {on}}}");
+    let path = format!("/admin/v1/tenants/{tenant}/settings");
+    let (status, doc) = call(gw, "PUT", &path, Some(&keys().approver), Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["require_authentication"], on);
+}
+
+/// Generates a token for `tenant` and returns it.
+pub async fn generate(gw: &Gateway, tenant: &str, body: Option<&str>) -> String {
+    let path = format!("/admin/v1/tenants/{tenant}/token");
+    let (status, answer) = call(gw, "POST", &path, Some(&keys().approver), body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["token_type"], "Bearer");
+    answer["token"].as_str().unwrap().to_string()
+}
