@@ -1,1 +1,94 @@
-fn main() {}
+//! The auth decision for a protected request carrying the tenant's valid token: path
+//! normalisation, route match, tenant lookup, Bearer parse, SHA-256 and constant-time
+//! compare. Run: `cargo bench --bench decide`.
+
+use std::hint::black_box;
+
+use authgate::auth::decide::{decide, Outcome};
+use authgate::auth::token::{self, TOKEN_PREFIX};
+use authgate::config::ProtectedRoute;
+use authgate::routes::RouteTable;
+use authgate::state::{Command, Snapshot, State, TokenRecord};
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{Method, Request};
+
+fn bench(c: &mut Criterion) {
+    let routes = RouteTable::new(
+        &[
+            ProtectedRoute {
+                methods: vec![Method::POST],
+                path: "/m2/{client}/profile/batchUpdate".into(),
+            },
+            ProtectedRoute {
+                methods: vec![Method::POST],
+                path: "/m2/{client}/v2/profile/batchUpdate".into(),
+            },
+        ],
+        false,
+        Some("client".into()),
+    );
+    let secret = token::generate(TOKEN_PREFIX).unwrap();
+    let mut state = State::default();
+    // A realistic deployment: many tenants, one of them ours.
+    for i in 0..1000 {
+        state = state.apply(&Command::SetRequireAuthentication {
+            tenant: format!("tenant-{i}"),
+            require: true,
+        });
+    }
+    state = state
+        .apply(&Command::SetRequireAuthentication {
+            tenant: "acme".into(),
+            require: true,
+        })
+        .apply(&Command::SetToken {
+            tenant: "acme".into(),
+            token: TokenRecord {
+                digest: secret.digest,
+                created_at_ms: 0,
+                expires_at_ms: u64::MAX,
+            },
+        });
+    let snapshot = Snapshot::new(state);
+    let (head, ()) = Request::post("/m2/acme/v2/profile/batchUpdate")
+        .header("host", "profiles.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Bearer {}", secret.value))
+        .body(())
+        .unwrap()
+        .into_parts();
+    assert_eq!(
+        decide(&routes, &snapshot, &head, 1).outcome,
+        Outcome::Allowed
+    );
+
+    c.bench_function("decide/protected_valid_token", |b| {
+        b.iter(|| {
+            decide(
+                black_box(&routes),
+                black_box(&snapshot),
+                black_box(&head),
+                1,
+            )
+            .outcome
+        })
+    });
+    let (open, ()) = Request::get("/rest/v1/profiles/thirdPartyId/v1?client=acme")
+        .body(())
+        .unwrap()
+        .into_parts();
+    c.bench_function("decide/unprotected", |b| {
+        b.iter(|| {
+            decide(
+                black_box(&routes),
+                black_box(&snapshot),
+                black_box(&open),
+                1,
+            )
+            .outcome
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

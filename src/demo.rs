@@ -54,7 +54,9 @@ pub async fn run(
         proxy: bind_or_any(addrs.proxy).await?,
         admin: bind_or_any(addrs.admin).await?,
     };
-    let config = Config::demo(backend_addr, state_dir.path());
+    let admin_key = crate::auth::token::generate(crate::auth::token::ADMIN_KEY_PREFIX)
+        .map_err(|e| io::Error::other(format!("the OS random source failed: {e}")))?;
+    let config = Config::demo(backend_addr, state_dir.path(), &admin_key.digest.to_hex());
     let proxy = listeners.proxy_addr()?;
     let admin = listeners.admin_addr()?;
 
@@ -63,7 +65,11 @@ pub async fn run(
         backend,
         stop_backend.clone().cancelled_owned(),
     ));
-    writeln!(out, "{}", walkthrough(proxy, admin, backend_addr))?;
+    writeln!(
+        out,
+        "{}",
+        walkthrough(proxy, admin, backend_addr, &admin_key.value)
+    )?;
     out.flush()?;
     let result = crate::run(config, listeners, shutdown).await;
     stop_backend.cancel();
@@ -71,7 +77,11 @@ pub async fn run(
     result
 }
 
-fn walkthrough(proxy: SocketAddr, admin: SocketAddr, backend: SocketAddr) -> String {
+/// The try-out script: each indented line that is not a comment is a shell command, and
+/// together they run in one bash session (later ones use `$ADMIN_KEY` and `$TOKEN`).
+fn walkthrough(proxy: SocketAddr, admin: SocketAddr, backend: SocketAddr, key: &str) -> String {
+    let batch = format!("http://{proxy}/m2/acme/v2/profile/batchUpdate");
+    let auth = "-H \"Authorization: Bearer $ADMIN_KEY\"";
     format!(
         "\
 authgate demo is running (Ctrl-C to stop)
@@ -79,16 +89,29 @@ authgate demo is running (Ctrl-C to stop)
   admin and metrics:   http://{admin}
   sample backend:      http://{backend}
 
-Try it:
-  # a bulk update through the gateway (tenant `acme`, v2 creates the profiles)
-  curl -sS -X POST http://{proxy}/m2/acme/v2/profile/batchUpdate --data-urlencode $'batch=thirdPartyId,color,size\\nvisitor-1,red,M\\nvisitor-2,blue,L'
-  # its status (the URL is in the answer above)
-  curl -sS 'http://{proxy}/m2/acme/profile/batchStatus?batchId=acme-1'
-  # the stored profile
-  curl -sS 'http://{proxy}/rest/v1/profiles/thirdPartyId/visitor-1?client=acme'
-  # health, readiness and metrics
-  curl -sS http://{admin}/readyz
-  curl -sS http://{admin}/metrics
+Try it (paste into bash; the commands build on each other):
+  # the demo's approver admin key (a real config holds only its SHA-256)
+  ADMIN_KEY={key}
+  # 1. authentication is off: a bulk update for tenant acme passes without a token
+  curl -sS -X POST {batch} --data-urlencode $'batch=thirdPartyId,color,size\\nvisitor-1,red,M\\nvisitor-2,blue,L'; echo
+  # 2. require authentication for acme
+  curl -sS -X PUT http://{admin}/admin/v1/tenants/acme/settings {auth} -d '{{\"require_authentication\": true}}'; echo
+  # 3. without a token the bulk update is now refused
+  curl -sS -i -X POST {batch} --data-urlencode $'batch=thirdPartyId,color\\nvisitor-1,green'; echo
+  # 4. generate a token valid for one hour (shown only this once)
+  TOKEN=$(curl -sS -X POST http://{admin}/admin/v1/tenants/acme/token {auth} -d '{{\"expires_in\": 3600}}' | sed -E 's/.*\"token\":\"([^\"]+)\".*/\\1/'); echo \"token: $TOKEN\"
+  # 5. with the token it passes (the backend never sees the token)
+  curl -sS -X POST {batch} -H \"Authorization: Bearer $TOKEN\" --data-urlencode $'batch=thirdPartyId,color\\nvisitor-1,green'; echo
+  # 6. batch status and the stored profile (unprotected routes)
+  curl -sS 'http://{proxy}/m2/acme/profile/batchStatus?batchId=acme-1'; echo
+  curl -sS 'http://{proxy}/rest/v1/profiles/thirdPartyId/visitor-1?client=acme'; echo
+  # 7. rotate: the old token dies at once
+  curl -sS -X POST http://{admin}/admin/v1/tenants/acme/token {auth} >/dev/null
+  curl -sS -o /dev/null -w '%{{http_code}} with the old token\\n' -X POST {batch} -H \"Authorization: Bearer $TOKEN\" --data-urlencode 'batch=thirdPartyId'
+  # 8. the tenant document, readiness and metrics
+  curl -sS http://{admin}/admin/v1/tenants/acme {auth}; echo
+  curl -sS http://{admin}/readyz; echo
+  curl -sS http://{admin}/metrics | grep '^authgate_auth_decisions_total'
 "
     )
 }

@@ -114,7 +114,11 @@ impl Proxy {
         };
         let mut limit = u64::MAX;
         match outcome {
-            Outcome::Rejected(rejection) => return (class, Err(rejection.into())),
+            Outcome::Rejected(rejection) => {
+                // The path only: queries may carry secrets.
+                tracing::debug!(?rejection, method = %parts.method, path = %parts.uri.path(), %peer, "request refused");
+                return (class, Err(rejection.into()));
+            }
             Outcome::Allowed => {
                 // The backend never sees the gateway's token.
                 parts.headers.remove(header::AUTHORIZATION);

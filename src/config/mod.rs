@@ -214,9 +214,12 @@ impl Config {
         problems.finish(config)
     }
 
-    /// The built-in defaults `authgate demo` runs on, pointed at `upstream`.
-    pub fn demo(upstream: SocketAddr, state_dir: &Path) -> Config {
-        let text = format!("upstream: {{ url: \"http://{upstream}\" }}\n");
+    /// The built-in defaults `authgate demo` runs on, pointed at `upstream`, with one
+    /// approver key (`ops`) whose digest is `admin_key_sha256`.
+    pub fn demo(upstream: SocketAddr, state_dir: &Path, admin_key_sha256: &str) -> Config {
+        let text = format!(
+            "upstream: {{ url: \"http://{upstream}\" }}\nadmin:\n  keys:\n    - {{ name: ops, role: approver, sha256: \"{admin_key_sha256}\" }}\n"
+        );
         let mut config = Config::parse(&text, state_dir).expect("the demo config is valid");
         config.listen.proxy = SocketAddr::from(([127, 0, 0, 1], 0));
         config.listen.admin = SocketAddr::from(([127, 0, 0, 1], 0));
