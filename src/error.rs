@@ -34,6 +34,10 @@ pub enum GatewayError {
     ExpiredToken,
     #[error("request body over the limit")]
     PayloadTooLarge,
+    #[error("request body stalled")]
+    ClientTimeout,
+    #[error("unsupported transfer coding")]
+    UnsupportedTransferCoding,
     #[error("admin key missing or unknown")]
     AdminUnauthenticated,
     #[error("admin key lacks the role")]
@@ -121,6 +125,14 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"error":"state_unavailable","message":"the change could not be saved; nothing changed"}"#,
             ),
+            GatewayError::ClientTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                r#"{"error":"request_timeout","message":"the request body stopped arriving"}"#,
+            ),
+            GatewayError::UnsupportedTransferCoding => (
+                StatusCode::NOT_IMPLEMENTED,
+                r#"{"error":"not_implemented","message":"only the chunked transfer coding is supported"}"#,
+            ),
             GatewayError::NotFound => (
                 StatusCode::NOT_FOUND,
                 r#"{"error":"not_found","message":"no such route"}"#,
@@ -151,10 +163,28 @@ impl GatewayError {
         }
     }
 
+    /// Whether the connection must close after the response: its framing is in doubt,
+    /// or the body was abandoned half-read.
+    fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::UnsupportedTransferCoding
+                | GatewayError::ClientTimeout
+                | GatewayError::ClientBody(_)
+        )
+    }
+
     /// The response sent to the client.
     pub fn into_response(self) -> Response<Body> {
         let (status, body) = self.parts();
         let mut response = json_response(status, body);
+        if self.closes_connection() {
+            // hyper closes an HTTP/1 connection after a response saying so (and strips
+            // the header on HTTP/2).
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(challenge) = self.challenge() {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -322,6 +352,31 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("expires_in: "));
+    }
+
+    #[test]
+    fn framing_errors_are_501_and_close() {
+        check(
+            GatewayError::UnsupportedTransferCoding,
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+        );
+        check(
+            GatewayError::ClientTimeout,
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+        );
+        for e in [
+            GatewayError::UnsupportedTransferCoding,
+            GatewayError::ClientTimeout,
+        ] {
+            assert_eq!(e.into_response().headers()[header::CONNECTION], "close");
+        }
+        assert!(GatewayError::MissingToken
+            .into_response()
+            .headers()
+            .get(header::CONNECTION)
+            .is_none());
     }
 
     #[test]

@@ -109,12 +109,14 @@ pub async fn run(
     let proxy_opts = ServeOptions {
         header_read_timeout: limits.header_read_timeout,
         idle_timeout: limits.idle_timeout,
+        send_timeout: limits.send_timeout,
         max_header_bytes: limits.max_header_bytes,
         max_connections: limits.max_connections,
         open_connections: Some(proxy_metrics.open_connections.clone()),
         in_flight: Some(proxy_metrics.in_flight.clone()),
         closed_header_timeout: Some(proxy_metrics.closed_header_timeout.clone()),
         closed_idle: Some(proxy_metrics.closed_idle.clone()),
+        closed_send_timeout: Some(proxy_metrics.closed_send_timeout.clone()),
     };
     let admin_opts = ServeOptions {
         max_connections: 256,
@@ -122,6 +124,7 @@ pub async fn run(
         in_flight: None,
         closed_header_timeout: None,
         closed_idle: None,
+        closed_send_timeout: None,
         ..proxy_opts.clone()
     };
     let proxy = Arc::new(Proxy::new(&config, state.clone(), proxy_metrics));

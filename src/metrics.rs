@@ -21,7 +21,7 @@ pub const UPSTREAM_ERRORS: &str = "authgate_upstream_errors_total";
 pub const IN_FLIGHT: &str = "authgate_requests_in_flight";
 /// Open client connections on the proxy listener.
 pub const OPEN_CONNECTIONS: &str = "authgate_open_connections";
-/// Connections closed by the gateway, by `reason` (`header_timeout`, `idle`).
+/// Connections closed by the gateway, by `reason` (`header_timeout`, `idle`, `send_timeout`).
 pub const CONNECTIONS_CLOSED: &str = "authgate_connections_closed_total";
 
 /// Auth decisions on protected routes, by `tenant` and `reason` (see [`AUTH_REASONS`]).
@@ -121,6 +121,7 @@ pub struct ProxyMetrics {
     pub open_connections: Gauge,
     pub closed_header_timeout: Counter,
     pub closed_idle: Counter,
+    pub closed_send_timeout: Counter,
     /// Auth counters for tenants without stored state.
     pub other_tenant: crate::state::TenantCounters,
 }
@@ -144,6 +145,7 @@ impl ProxyMetrics {
             open_connections: gauge!(OPEN_CONNECTIONS),
             closed_header_timeout: closed("header_timeout"),
             closed_idle: closed("idle"),
+            closed_send_timeout: closed("send_timeout"),
             other_tenant: tenant_counters(OTHER_TENANT),
         }
     }

@@ -11,11 +11,12 @@
 //! [`GatewayError::into_response`].
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
@@ -62,6 +63,7 @@ pub struct Proxy {
     routes: RouteTable,
     state: Arc<StateHandle>,
     max_body_bytes: u64,
+    body_read_timeout: Duration,
     metrics: ProxyMetrics,
 }
 
@@ -88,6 +90,7 @@ impl Proxy {
             ),
             state,
             max_body_bytes: config.limits.max_body_bytes,
+            body_read_timeout: config.limits.body_read_timeout,
             metrics,
         }
     }
@@ -99,6 +102,9 @@ impl Proxy {
         peer: SocketAddr,
     ) -> (RouteClass, Result<Response<Body>, GatewayError>) {
         let (mut parts, body) = req.into_parts();
+        if let Err(e) = check_framing(&parts) {
+            return (RouteClass::Other, Err(e));
+        }
         let (class, outcome, path) = {
             let snapshot = self.state.snapshot();
             let decision = decide(&self.routes, &snapshot, &parts, now_ms());
@@ -134,6 +140,8 @@ impl Proxy {
         let body = RequestBody {
             inner: body,
             remaining: limit,
+            timeout: self.body_read_timeout,
+            stalled: None,
         };
         (class, self.forward(parts, body, path, peer).await)
     }
@@ -221,8 +229,12 @@ impl Proxy {
             tracing::warn!(error = %error_chain(&e), "upstream unreachable");
             return GatewayError::UpstreamConnect(Box::new(e));
         }
-        if body_limit_exceeded(&e) {
+        if caused_by::<BodyTooLarge>(&e) {
             return GatewayError::PayloadTooLarge;
+        }
+        if caused_by::<BodyTimeout>(&e) {
+            tracing::debug!("client request body stalled; aborted");
+            return GatewayError::ClientTimeout;
         }
         if caused_by_request_body(&e) {
             tracing::debug!(error = %error_chain(&e), "client request body failed");
@@ -274,12 +286,35 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The client's request body on its way upstream, cut off past `remaining` bytes.
+/// Refuses a transfer coding other than a lone `chunked`: the body would reach the
+/// upstream still encoded (say, gzip) without the header that says so. hyper already
+/// refuses a final coding other than `chunked`, conflicting lengths, and Content-Length
+/// next to Transfer-Encoding (dropped, connection closed: RFC 9112 §6.3).
+fn check_framing(head: &http::request::Parts) -> Result<(), GatewayError> {
+    let mut te = head.headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (te.next(), te.next()) {
+        (None, _) => Ok(()),
+        (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"chunked") => Ok(()),
+        (Some(_), _) => Err(GatewayError::UnsupportedTransferCoding),
+    }
+}
+
+/// The client's request body on its way upstream: cut off past `remaining` bytes, or
+/// when no data arrives for `timeout`.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     remaining: u64,
+    timeout: Duration,
+    /// Armed lazily the first time the body has to wait, so a body that arrives in one
+    /// go costs no timer.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// No request body data arrived within `limits.body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body stalled past limits.body_read_timeout")]
+struct BodyTimeout;
 
 /// The body exceeded `limits.max_body_bytes` while streaming.
 #[derive(Debug, thiserror::Error)]
@@ -304,11 +339,24 @@ impl http_body::Body for RequestBody {
                     }
                     this.remaining -= len;
                 }
+                if let Some(sleep) = &mut this.stalled {
+                    let deadline = tokio::time::Instant::now() + this.timeout;
+                    sleep.as_mut().reset(deadline);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -321,10 +369,11 @@ impl http_body::Body for RequestBody {
     }
 }
 
-fn body_limit_exceeded(e: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether an `E` is somewhere in the error's chain.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
     while let Some(err) = source {
-        if err.is::<BodyTooLarge>() {
+        if err.is::<E>() {
             return true;
         }
         source = err.source();

@@ -7,7 +7,9 @@
 //!   was just accepted), its head must be complete within `header_read_timeout`, else the
 //!   connection is dropped (slowloris);
 //! - **idle timeout**: a keep-alive connection with no request in flight and no bytes
-//!   arriving is closed gracefully after `idle_timeout`.
+//!   arriving is closed gracefully after `idle_timeout`;
+//! - **send timeout**: a write to the client that stays blocked for `send_timeout`
+//!   (a client that stopped reading) drops the connection.
 //!
 //! hyper's own `header_read_timeout` starts as soon as a keep-alive connection waits for
 //! its next request, which would close idle load-balancer connections after a few
@@ -56,12 +58,14 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ServeOptions {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub open_connections: Option<Gauge>,
     pub in_flight: Option<Gauge>,
     pub closed_header_timeout: Option<Counter>,
     pub closed_idle: Option<Counter>,
+    pub closed_send_timeout: Option<Counter>,
 }
 
 /// Lifecycle signals of one listener.
@@ -181,6 +185,11 @@ async fn serve_connection<H: Handler>(
                     if let Some(c) = &opts.closed_header_timeout { c.increment(1) }
                     break;
                 }
+                Some((_, Expiry::Send)) => {
+                    tracing::debug!(%peer, "client stopped reading; closing");
+                    if let Some(c) = &opts.closed_send_timeout { c.increment(1) }
+                    break;
+                }
                 Some((_, Expiry::Idle)) => {
                     if let Some(c) = &opts.closed_idle { c.increment(1) }
                     closing = true;
@@ -211,6 +220,7 @@ async fn sleep_until(deadline: Option<(Instant, Expiry)>) {
 enum Expiry {
     HeaderRead,
     Idle,
+    Send,
 }
 
 const NONE: u64 = u64::MAX;
@@ -225,6 +235,8 @@ struct ConnState {
     head_since: AtomicU64,
     /// When the last response finished.
     idle_since: AtomicU64,
+    /// When a write to the client started waiting for the socket to drain.
+    write_blocked_since: AtomicU64,
     is_h2: AtomicBool,
     wake: Notify,
 }
@@ -237,6 +249,7 @@ impl ConnState {
             // A new connection must send its first request head in time.
             head_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(NONE),
             is_h2: AtomicBool::new(false),
             wake: Notify::new(),
         }
@@ -247,10 +260,14 @@ impl ConnState {
     }
 
     fn deadline(&self, opts: &ServeOptions) -> Option<(Instant, Expiry)> {
+        let at = |ms: u64, d: Duration| self.born + Duration::from_millis(ms) + d;
+        let blocked = self.write_blocked_since.load(Ordering::Acquire);
+        if blocked != NONE {
+            return Some((at(blocked, opts.send_timeout), Expiry::Send));
+        }
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let at = |ms: u64, d: Duration| self.born + Duration::from_millis(ms) + d;
         match self.head_since.load(Ordering::Acquire) {
             NONE => Some((
                 at(self.idle_since.load(Ordering::Acquire), opts.idle_timeout),
@@ -328,13 +345,36 @@ impl AsyncRead for Watched {
     }
 }
 
+impl Watched {
+    /// Starts or stops the send clock from the outcome of a write.
+    fn on_write<T>(&self, poll: &Poll<io::Result<T>>) {
+        let blocked = &self.state.write_blocked_since;
+        match poll {
+            Poll::Pending => {
+                if blocked.load(Ordering::Relaxed) == NONE {
+                    blocked.store(self.state.now(), Ordering::Release);
+                    self.state.wake.notify_one();
+                }
+            }
+            Poll::Ready(_) => {
+                if blocked.load(Ordering::Relaxed) != NONE {
+                    blocked.store(NONE, Ordering::Release);
+                    self.state.wake.notify_one();
+                }
+            }
+        }
+    }
+}
+
 impl AsyncWrite for Watched {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.on_write(&poll);
+        poll
     }
 
     fn poll_write_vectored(
@@ -342,7 +382,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.on_write(&poll);
+        poll
     }
 
     fn is_write_vectored(&self) -> bool {

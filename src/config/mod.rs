@@ -73,6 +73,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Longest pause between two pieces of a request body (slow uploads are cut off).
+    pub body_read_timeout: Duration,
+    /// Longest a response write may stay blocked (clients that stop reading).
+    pub send_timeout: Duration,
     pub max_connections: usize,
     pub max_body_bytes: u64,
 }

@@ -63,6 +63,8 @@ pub(super) struct RawLimits {
     pub max_header_bytes: Option<u64>,
     pub header_read_timeout: Option<Value>,
     pub idle_timeout: Option<Value>,
+    pub body_read_timeout: Option<Value>,
+    pub send_timeout: Option<Value>,
     pub max_connections: Option<u64>,
     pub max_body_bytes: Option<u64>,
 }

@@ -312,6 +312,13 @@ fn limits(raw: super::raw::RawLimits, p: &mut Problems<'_>) -> Limits {
             p,
         ),
         idle_timeout: duration(raw.idle_timeout, "60s", &["limits", "idle_timeout"], p),
+        body_read_timeout: duration(
+            raw.body_read_timeout,
+            "30s",
+            &["limits", "body_read_timeout"],
+            p,
+        ),
+        send_timeout: duration(raw.send_timeout, "30s", &["limits", "send_timeout"], p),
         max_connections: max_connections.max(1) as usize,
         max_body_bytes: raw.max_body_bytes.unwrap_or(50 * 1024 * 1024),
     }
