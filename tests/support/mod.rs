@@ -253,3 +253,5 @@ pub fn have_tool(name: &str, version_arg: &str) -> bool {
 }
 
 pub mod admin;
+
+pub mod scripted;
