@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::auth::token::{self, TOKEN_PREFIX};
-use crate::config::Tokens;
+use crate::config::{AdminKey, Role, Tokens};
 use crate::error::{json_response, GatewayError};
 use crate::state::{Command, State, StateHandle, TenantState, TokenRecord};
 
@@ -66,6 +66,21 @@ pub fn list(state: &State) -> Value {
         .map(|(name, t)| document(name, t))
         .collect();
     json!({ "tenants": tenants })
+}
+
+/// `GET /admin/v1/whoami`: who the key is and the token lifetimes it may choose from,
+/// so a client (the admin page) can bound "expires in" and disable what it may not do.
+pub fn whoami(key: &AdminKey, tokens: &Tokens) -> Value {
+    let role = match key.role {
+        Role::Viewer => "viewer",
+        Role::Approver => "approver",
+    };
+    json!({
+        "name": key.name,
+        "role": role,
+        "max_ttl_seconds": tokens.max_ttl.as_secs(),
+        "default_ttl_seconds": tokens.default_ttl.as_secs(),
+    })
 }
 
 /// `PUT …/settings` body: exactly `{"require_authentication": bool}`.

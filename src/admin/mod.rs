@@ -8,12 +8,17 @@
 //! - `GET /admin/v1/tenants/{tenant}` (viewer): one tenant document;
 //! - `PUT /admin/v1/tenants/{tenant}/settings` (approver): `{"require_authentication": bool}`;
 //! - `POST /admin/v1/tenants/{tenant}/token` (approver): generate, optional `{"expires_in": s}`;
-//! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke.
+//! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke;
+//! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
+//! - `GET /admin/ui/…` (no key): the admin web page ([`ui`]); `/admin/` redirects there.
+//!
+//! Every response carries the browser security headers of [`ui::secure`].
 //!
 //! Order of checks: route (404), method (405), admin key (401), role (403), then the
 //! body (400) — the key is checked before the body is read.
 
 pub mod api;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,14 +62,22 @@ enum Route {
     Tenant,
     Settings,
     Token,
+    WhoAmI,
+    Ui,
+    UiRedirect,
 }
 
 impl Route {
     fn allowed(self) -> &'static [Method] {
         match self {
-            Route::Health | Route::Ready | Route::Metrics | Route::Tenants | Route::Tenant => {
-                &[Method::GET, Method::HEAD]
-            }
+            Route::Health
+            | Route::Ready
+            | Route::Metrics
+            | Route::Tenants
+            | Route::Tenant
+            | Route::WhoAmI
+            | Route::Ui
+            | Route::UiRedirect => &[Method::GET, Method::HEAD],
             Route::Settings => &[Method::PUT],
             Route::Token => &[Method::POST, Method::DELETE],
         }
@@ -107,6 +120,12 @@ impl Admin {
             ("/admin/v1/tenants/{tenant}", Route::Tenant),
             ("/admin/v1/tenants/{tenant}/settings", Route::Settings),
             ("/admin/v1/tenants/{tenant}/token", Route::Token),
+            ("/admin/v1/whoami", Route::WhoAmI),
+            ("/admin", Route::UiRedirect),
+            ("/admin/", Route::UiRedirect),
+            ("/admin/ui", Route::UiRedirect),
+            ("/admin/ui/", Route::Ui),
+            ("/admin/ui/{*asset}", Route::Ui),
         ] {
             router
                 .insert(path, route)
@@ -131,6 +150,7 @@ impl Admin {
             return Err(GatewayError::MethodNotAllowed);
         }
         let tenant = matched.params.get("tenant").map(str::to_string);
+        let asset = matched.params.get("asset").unwrap_or_default().to_string();
         match route {
             Route::Health => Ok(status_json(StatusCode::OK, r#"{"status":"ok"}"#)),
             Route::Ready if self.readiness.is_ready() => {
@@ -149,6 +169,12 @@ impl Admin {
                 );
                 Ok(response)
             }
+            Route::WhoAmI => {
+                let key = self.authorize_key(&req, Role::Viewer)?;
+                Ok(ok_json(&api::whoami(key, &self.tokens)))
+            }
+            Route::Ui => ui::asset(&asset).ok_or(GatewayError::NotFound),
+            Route::UiRedirect => Ok(ui::redirect()),
             Route::Tenants => {
                 self.authorize(&req, Role::Viewer)?;
                 Ok(ok_json(&api::list(&self.state.snapshot().state)))
@@ -188,6 +214,15 @@ impl Admin {
     /// The name of the admin key presented, if it holds `role` (approvers hold viewer).
     /// Every configured key is compared, in constant time, whatever matches.
     fn authorize(&self, req: &Request<Incoming>, role: Role) -> Result<String, GatewayError> {
+        self.authorize_key(req, role).map(|key| key.name.clone())
+    }
+
+    /// The admin key presented, if it holds `role`.
+    fn authorize_key(
+        &self,
+        req: &Request<Incoming>,
+        role: Role,
+    ) -> Result<&AdminKey, GatewayError> {
         let Credentials::Bearer(key) = bearer::parse(req.headers()) else {
             return Err(GatewayError::AdminUnauthenticated);
         };
@@ -204,7 +239,7 @@ impl Admin {
                 tracing::warn!(target: "audit", actor = %key.name, "admin key lacks the role");
                 Err(GatewayError::AdminForbidden)
             }
-            Some(key) => Ok(key.name.clone()),
+            Some(key) => Ok(key),
         }
     }
 }
@@ -233,9 +268,7 @@ impl Handler for Admin {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        ui::secure(response.headers_mut());
         response
     }
 }
