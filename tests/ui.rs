@@ -166,6 +166,14 @@ async fn the_page_is_served_from_the_binary_without_a_key() {
         let text = String::from_utf8(response.into_body()).unwrap();
         assert!(text.contains(needle), "{path}");
     }
+    for module in ["api.js", "format.js", "page.js", "tenant.js"] {
+        let response = fetch(&gw, "GET", &format!("/admin/ui/{module}"), None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{module}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/javascript; charset=utf-8"
+        );
+    }
     let missing = fetch(&gw, "GET", "/admin/ui/../../Cargo.toml", None).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let body: Value = serde_json::from_slice(missing.body()).unwrap();

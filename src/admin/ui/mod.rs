@@ -23,14 +23,17 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// The page's files: name under [`HOME`], content type, content.
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The page's files: name under [`HOME`], content type, content. `app.js` is the entry
+/// module; it imports the others.
 const ASSETS: &[(&str, &str, &str)] = &[
     ("", "text/html; charset=utf-8", include_str!("index.html")),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("app.js"),
-    ),
+    ("app.js", JS, include_str!("app.js")),
+    ("api.js", JS, include_str!("api.js")),
+    ("format.js", JS, include_str!("format.js")),
+    ("page.js", JS, include_str!("page.js")),
+    ("tenant.js", JS, include_str!("tenant.js")),
     (
         "app.css",
         "text/css; charset=utf-8",
