@@ -10,19 +10,11 @@
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# Dependencies first, against placeholder sources, so that a change under src/ does not
-# rebuild them.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
- && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
- && cargo build --release --locked \
- && rm -rf src
-COPY src ./src
-# COPY keeps the sources' modification times, which may be older than the placeholder
-# build; touching them makes cargo rebuild the crate itself.
-RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked \
+# The whole context (less .dockerignore): Cargo.toml names targets such as benches that
+# cargo insists on finding even when it builds only the binary, so a manifest-only
+# dependency layer would break whenever a target is added.
+COPY . .
+RUN cargo build --release --locked \
  && install -m 0755 target/release/authgate /usr/local/bin/authgate
 
 FROM debian:bookworm-slim
