@@ -49,6 +49,10 @@ pub enum GatewayError {
     },
     #[error("state could not be saved")]
     StateUnavailable,
+    /// A TLS reload refused a listener's new certificate files; `message` says which and
+    /// why (for the operator who named those files, so no secret is in it).
+    #[error("TLS reload refused: {message}")]
+    TlsReloadRefused { message: String },
     #[error("route not found")]
     NotFound,
     #[error("method not allowed")]
@@ -120,6 +124,16 @@ impl GatewayError {
                     "message": format!("{field}: {message}"),
                 });
                 return (StatusCode::BAD_REQUEST, Bytes::from(body.to_string()));
+            }
+            GatewayError::TlsReloadRefused { message } => {
+                let body = serde_json::json!({
+                    "error": "tls_reload_refused",
+                    "message": message,
+                });
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Bytes::from(body.to_string()),
+                );
             }
             GatewayError::StateUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -386,6 +400,18 @@ mod tests {
             StatusCode::BAD_REQUEST,
             "invalid_request",
         );
+    }
+
+    #[test]
+    fn a_refused_tls_reload_is_422_naming_the_listener() {
+        let refused = GatewayError::TlsReloadRefused {
+            message: "admin: cannot read certs/admin.pem".into(),
+        };
+        let (status, body) = refused.parts();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "tls_reload_refused");
+        assert_eq!(json["message"], "admin: cannot read certs/admin.pem");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`error`]: gateway errors and the one function that turns them into responses.
 //! - [`body`]: the response body type shared by both listeners.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`tls`]: certificate files, reloadable listener TLS, the upstream TLS connector.
 //! - [`sample_backend`]: an in-memory stand-in for the legacy profile service.
 //! - [`demo`]: `authgate demo`, the gateway and the sample backend together.
 //!
@@ -29,6 +30,7 @@ pub mod routes;
 pub mod sample_backend;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -54,6 +56,8 @@ pub enum Error {
     Io(#[from] io::Error),
     #[error("cannot load the state: {0}")]
     State(#[from] StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The store the config names.
@@ -101,8 +105,23 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    run_with_reload(config, listeners, shutdown, tls::ReloadTrigger::default()).await
+}
+
+/// [`run`], re-reading the TLS listeners' certificates each time `reload` fires
+/// (`main.rs` fires it on SIGHUP).
+pub async fn run_with_reload(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reload: tls::ReloadTrigger,
+) -> Result<(), Error> {
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
     let prometheus = metrics::install();
     let state = Arc::new(StateHandle::open(open_store(&config)).await?);
+    let acceptors = Arc::new(tls::Acceptors::load(&config.tls)?);
     let proxy_metrics = metrics::ProxyMetrics::new();
     let readiness = Arc::new(Readiness::default());
     let limits = &config.limits;
@@ -117,6 +136,7 @@ pub async fn run(
         closed_header_timeout: Some(proxy_metrics.closed_header_timeout.clone()),
         closed_idle: Some(proxy_metrics.closed_idle.clone()),
         closed_send_timeout: Some(proxy_metrics.closed_send_timeout.clone()),
+        tls: acceptors.proxy.clone(),
     };
     let admin_opts = ServeOptions {
         max_connections: 256,
@@ -125,15 +145,14 @@ pub async fn run(
         closed_header_timeout: None,
         closed_idle: None,
         closed_send_timeout: None,
+        tls: acceptors.admin.clone(),
         ..proxy_opts.clone()
     };
-    let proxy = Arc::new(Proxy::new(&config, state.clone(), proxy_metrics));
-    let admin = Arc::new(Admin::new(
-        &config,
-        state,
-        readiness.clone(),
-        prometheus.clone(),
-    ));
+    let proxy = Arc::new(Proxy::new(&config, state.clone(), proxy_metrics)?);
+    let admin = Arc::new(
+        Admin::new(&config, state, readiness.clone(), prometheus.clone())
+            .with_tls(acceptors.clone()),
+    );
 
     let proxy_life = lifecycle();
     let admin_life = lifecycle();
@@ -156,6 +175,15 @@ pub async fn run(
             prometheus.run_upkeep();
         }
     });
+    let reloader = tokio::spawn({
+        let acceptors = acceptors.clone();
+        async move {
+            loop {
+                reload.triggered().await;
+                acceptors.reload("signal");
+            }
+        }
+    });
     tracing::info!("gateway running");
 
     shutdown.await;
@@ -164,6 +192,7 @@ pub async fn run(
     drain(&proxy_life, config.shutdown_timeout).await;
     drain(&admin_life, Duration::from_secs(1)).await;
     upkeep.abort();
+    reloader.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The `authgate` command: parses the command line, starts logging, loads the config,
-//! runs, and drains on SIGTERM/SIGINT. Everything else lives in the library.
+//! runs, re-reads the TLS certificates on SIGHUP, and drains on SIGTERM/SIGINT.
+//! Everything else lives in the library.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -111,7 +112,10 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
@@ -149,6 +153,8 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     init_logging(config.log.format, &config.log.level);
     let rt = runtime(config.runtime.worker_threads)?;
     rt.block_on(async {
+        let reload = authgate::tls::ReloadTrigger::default();
+        reload_on_sighup(reload.clone())?;
         let listeners = Listeners::bind(&config).await?;
         tracing::info!(
             proxy = %listeners.proxy_addr()?,
@@ -156,7 +162,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             upstream = %config.upstream.origin,
             "listening"
         );
-        authgate::run(config, listeners, shutdown_signal()).await?;
+        authgate::run_with_reload(config, listeners, shutdown_signal(), reload).await?;
         Ok(())
     })
 }
@@ -182,6 +188,19 @@ fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Fires `reload` on every SIGHUP (whose default action would end the process).
+fn reload_on_sighup(reload: authgate::tls::ReloadTrigger) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reloading the TLS certificates");
+            reload.trigger();
+        }
+    });
+    Ok(())
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

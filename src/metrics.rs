@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const REQUESTS: &str = "authgate_requests_total";
 /// Seconds from sending the request upstream to receiving the response head.
 pub const UPSTREAM_DURATION: &str = "authgate_upstream_duration_seconds";
-/// Failures talking to the upstream, by `kind` (`connect`, `timeout`, `other`).
+/// Failures talking to the upstream, by `kind` (`connect`, `tls`, `timeout`, `other`).
 pub const UPSTREAM_ERRORS: &str = "authgate_upstream_errors_total";
 /// Requests being handled by the proxy listener.
 pub const IN_FLIGHT: &str = "authgate_requests_in_flight";
@@ -34,6 +34,9 @@ pub const ROTATIONS: &str = "authgate_token_rotations_total";
 pub const TOKEN_EXPIRY: &str = "authgate_token_expiry_seconds";
 /// The state revision this replica serves.
 pub const STATE_REVISION: &str = "authgate_state_revision";
+/// Seconds until the certificate a TLS listener serves expires (negative once expired),
+/// by `listener` (`proxy`, `admin`); refreshed on (re)load and at every scrape.
+pub const TLS_CERT_EXPIRY: &str = "authgate_tls_certificate_expiry_seconds";
 
 /// Reasons of [`AUTH_DECISIONS`], indexed by [`crate::auth::decide::Reason`].
 pub const AUTH_REASONS: [&str; 6] = [
@@ -115,6 +118,7 @@ pub struct ProxyMetrics {
     requests: [[Counter; 5]; 2],
     pub upstream_duration: Histogram,
     pub upstream_connect_errors: Counter,
+    pub upstream_tls_errors: Counter,
     pub upstream_timeouts: Counter,
     pub upstream_other_errors: Counter,
     pub in_flight: Gauge,
@@ -139,6 +143,7 @@ impl ProxyMetrics {
             requests: [class("protected"), class("other")],
             upstream_duration: histogram!(UPSTREAM_DURATION),
             upstream_connect_errors: error("connect"),
+            upstream_tls_errors: error("tls"),
             upstream_timeouts: error("timeout"),
             upstream_other_errors: error("other"),
             in_flight: gauge!(IN_FLIGHT),

@@ -35,6 +35,7 @@ use crate::metrics::{ProxyMetrics, RouteClass};
 use crate::routes::RouteTable;
 use crate::server::Handler;
 use crate::state::StateHandle;
+use crate::tls::{TlsError, UpstreamConnector};
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), plus
 /// `Expect`, which the gateway answers itself.
@@ -57,7 +58,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// The proxy: upstream client, route table, state and metrics.
 #[derive(Debug)]
 pub struct Proxy {
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<UpstreamConnector, RequestBody>,
     upstream: Upstream,
     scheme: Scheme,
     routes: RouteTable,
@@ -68,21 +69,30 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, state: Arc<StateHandle>, metrics: ProxyMetrics) -> Proxy {
+    /// Fails only when `upstream.tls` files cannot be loaded.
+    pub fn new(
+        config: &Config,
+        state: Arc<StateHandle>,
+        metrics: ProxyMetrics,
+    ) -> Result<Proxy, TlsError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.upstream.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
+        let connector = crate::tls::upstream_connector(connector, &config.upstream.tls)?;
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.upstream.pool_idle_timeout)
             .pool_max_idle_per_host(config.upstream.pool_max_idle)
             .build(connector);
-        Proxy {
+        Ok(Proxy {
             client,
             upstream: config.upstream.clone(),
-            scheme: Scheme::HTTP,
+            scheme: match config.tls.proxy {
+                Some(_) => Scheme::HTTPS,
+                None => Scheme::HTTP,
+            },
             routes: RouteTable::new(
                 &config.protected_routes,
                 config.case_insensitive_paths,
@@ -92,7 +102,7 @@ impl Proxy {
             max_body_bytes: config.limits.max_body_bytes,
             body_read_timeout: config.limits.body_read_timeout,
             metrics,
-        }
+        })
     }
 
     /// Checks the request against the current snapshot, then forwards or refuses it.
@@ -224,6 +234,13 @@ impl Proxy {
     /// Sorts a client error: unreachable upstream, client body failure, or another
     /// upstream failure. Details go to the log, never to the client.
     fn classify(&self, e: hyper_util::client::legacy::Error) -> GatewayError {
+        // Wrong CA, wrong name, expired certificate, handshake alert: never retried
+        // without verification, logged with rustls' own words.
+        if let Some(tls) = crate::tls::rustls_error(&e) {
+            self.metrics.upstream_tls_errors.increment(1);
+            tracing::warn!(tls_error = %tls, error = %error_chain(&e), "upstream TLS failed");
+            return GatewayError::UpstreamConnect(Box::new(e));
+        }
         if e.is_connect() {
             self.metrics.upstream_connect_errors.increment(1);
             tracing::warn!(error = %error_chain(&e), "upstream unreachable");

@@ -66,6 +66,8 @@ pub struct ServeOptions {
     pub closed_header_timeout: Option<Counter>,
     pub closed_idle: Option<Counter>,
     pub closed_send_timeout: Option<Counter>,
+    /// TLS on this listener; plain TCP when `None`.
+    pub tls: Option<Arc<crate::tls::Acceptor>>,
 }
 
 /// Lifecycle signals of one listener.
@@ -162,10 +164,16 @@ async fn serve_connection<H: Handler>(
             }
         })
     };
-    let io = TokioIo::new(Watched {
+    let watched = Watched {
         inner: stream,
         state: state.clone(),
-    });
+    };
+    // The TLS handshake, if any, runs on the first read below, under the head clock.
+    let io = TokioIo::new(crate::tls::ServerStream::new(
+        watched,
+        opts.tls.as_deref(),
+        peer,
+    ));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut closing = false;

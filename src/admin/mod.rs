@@ -10,6 +10,7 @@
 //! - `POST /admin/v1/tenants/{tenant}/token` (approver): generate, optional `{"expires_in": s}`;
 //! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke;
 //! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
+//! - `POST /admin/v1/reload-tls` (approver): re-read the TLS certificates ([`reload`]);
 //! - `GET /admin/ui/…` (no key): the admin web page ([`ui`]); `/admin/` redirects there.
 //!
 //! Every response carries the browser security headers of [`ui::secure`].
@@ -18,6 +19,7 @@
 //! body (400) — the key is checked before the body is read.
 
 pub mod api;
+mod reload;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -65,6 +67,7 @@ enum Route {
     WhoAmI,
     Ui,
     UiRedirect,
+    ReloadTls,
 }
 
 impl Route {
@@ -80,6 +83,7 @@ impl Route {
             | Route::UiRedirect => &[Method::GET, Method::HEAD],
             Route::Settings => &[Method::PUT],
             Route::Token => &[Method::POST, Method::DELETE],
+            Route::ReloadTls => &[Method::POST],
         }
     }
 
@@ -87,6 +91,7 @@ impl Route {
         match self {
             Route::Settings => "PUT",
             Route::Token => "POST, DELETE",
+            Route::ReloadTls => "POST",
             _ => "GET, HEAD",
         }
     }
@@ -102,6 +107,7 @@ pub struct Admin {
     keys: Vec<AdminKey>,
     tokens: Tokens,
     case_insensitive: bool,
+    tls: Arc<crate::tls::Acceptors>,
 }
 
 impl Admin {
@@ -121,6 +127,7 @@ impl Admin {
             ("/admin/v1/tenants/{tenant}/settings", Route::Settings),
             ("/admin/v1/tenants/{tenant}/token", Route::Token),
             ("/admin/v1/whoami", Route::WhoAmI),
+            ("/admin/v1/reload-tls", Route::ReloadTls),
             ("/admin", Route::UiRedirect),
             ("/admin/", Route::UiRedirect),
             ("/admin/ui", Route::UiRedirect),
@@ -139,7 +146,14 @@ impl Admin {
             keys: config.admin.keys.clone(),
             tokens: config.tokens.clone(),
             case_insensitive: config.case_insensitive_paths,
+            tls: Arc::default(),
         }
+    }
+
+    /// The TLS listeners `POST /admin/v1/reload-tls` reloads and `/metrics` reports on.
+    pub fn with_tls(mut self, tls: Arc<crate::tls::Acceptors>) -> Admin {
+        self.tls = tls;
+        self
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
@@ -162,12 +176,17 @@ impl Admin {
             )),
             Route::Metrics => {
                 crate::metrics::token_expiry(&self.state.snapshot().state, api::now_ms());
+                self.tls.record_expiry(std::time::SystemTime::now());
                 let mut response = Response::new(Body::full(self.metrics.render()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
                 Ok(response)
+            }
+            Route::ReloadTls => {
+                let actor = self.authorize(&req, Role::Approver)?;
+                reload::reload_tls(&self.tls, &actor)
             }
             Route::WhoAmI => {
                 let key = self.authorize_key(&req, Role::Viewer)?;

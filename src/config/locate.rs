@@ -91,6 +91,12 @@ fn find_key(
             let start = search + pos;
             let end = start + key.len();
             let before = line[..start].trim_end();
+            // A top-level key starts its line; the same name nested deeper (`tls` under
+            // `upstream`) is another key.
+            if parent_indent.is_none() && start != 0 {
+                search = end;
+                continue;
+            }
             let key_position = before.is_empty()
                 || before.ends_with('{')
                 || before.ends_with(',')
@@ -172,6 +178,16 @@ tokens: { default_ttl: 24h, max_ttl: 90d }
         assert_eq!(line_of(SRC, &p), Some(7));
         let p = [key("protected_routes"), Seg::Index(1), key("path")];
         assert_eq!(line_of(SRC, &p), Some(9));
+    }
+
+    #[test]
+    fn a_top_level_key_is_not_confused_with_a_nested_one_of_the_same_name() {
+        let src = "upstream:\n  tls: { ca: a.pem }\ntls:\n  proxy: { cert: c.pem }\n";
+        assert_eq!(line_of(src, &[key("tls"), key("proxy")]), Some(4));
+        assert_eq!(
+            line_of(src, &[key("upstream"), key("tls"), key("ca")]),
+            Some(2)
+        );
     }
 
     #[test]

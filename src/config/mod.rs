@@ -6,6 +6,7 @@
 //! one pass. Nothing downstream ever sees a half-valid config. YAML stays inside this
 //! module.
 
+mod certs;
 mod locate;
 mod raw;
 mod validate;
@@ -24,6 +25,8 @@ pub use locate::Seg;
 pub struct Config {
     pub listen: Listen,
     pub upstream: Upstream,
+    /// TLS on the listeners; plain TCP where `None`.
+    pub tls: Tls,
     pub protected_routes: Vec<ProtectedRoute>,
     pub case_insensitive_paths: bool,
     /// The route parameter naming the tenant; `None` puts everything in tenant `default`.
@@ -35,6 +38,8 @@ pub struct Config {
     pub admin: Admin,
     pub runtime: Runtime,
     pub log: Log,
+    /// Things worth fixing that do not stop the gateway (a certificate expiring soon).
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +59,43 @@ pub struct Upstream {
     pub request_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// Used when `origin` is `https://`.
+    pub tls: UpstreamTls,
+}
+
+/// TLS on the listeners (`tls:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    pub proxy: Option<ListenerTls>,
+    pub admin: Option<ListenerTls>,
+}
+
+/// A listener's PEM files, resolved against the config file's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate issued by one of these CAs.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS to an `https://` upstream (`upstream.tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Trust only these CAs instead of the built-in public roots.
+    pub ca: Option<PathBuf>,
+    /// Name sent as SNI and verified in the certificate, instead of the URL's host.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+    /// Client certificate for backends that require mutual TLS.
+    pub client_cert: Option<CertFiles>,
+}
+
+/// A certificate chain and its private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

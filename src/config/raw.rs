@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub admin: RawAdmin,
     pub runtime: RawRuntime,
     pub log: RawLog,
+    pub tls: RawTls,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +42,38 @@ pub(super) struct RawUpstream {
     pub request_timeout: Option<Value>,
     pub pool_idle_timeout: Option<Value>,
     pub pool_max_idle: Option<usize>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawUpstreamTls {
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawTls {
+    pub proxy: Option<RawListenerTls>,
+    pub admin: Option<RawAdminTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawListenerTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAdminTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

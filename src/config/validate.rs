@@ -15,6 +15,7 @@ use super::*;
 pub(super) struct Problems<'a> {
     src: &'a str,
     list: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl<'a> Problems<'a> {
@@ -22,6 +23,7 @@ impl<'a> Problems<'a> {
         Problems {
             src,
             list: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -33,8 +35,19 @@ impl<'a> Problems<'a> {
         });
     }
 
-    pub fn finish(mut self, config: Config) -> Result<Config, Vec<Problem>> {
+    /// Something worth fixing that does not make the config invalid.
+    pub fn warn(&mut self, path: &[Seg], message: String) {
+        self.warnings.push(Problem {
+            key: locate::display(path),
+            line: locate::line_of(self.src, path),
+            message,
+        });
+    }
+
+    pub fn finish(mut self, mut config: Config) -> Result<Config, Vec<Problem>> {
         if self.list.is_empty() {
+            self.warnings.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+            config.warnings = self.warnings;
             Ok(config)
         } else {
             self.list.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
@@ -58,7 +71,8 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
         proxy: addr(raw.listen.proxy, "0.0.0.0:8080", &["listen", "proxy"], p),
         admin: addr(raw.listen.admin, "127.0.0.1:9090", &["listen", "admin"], p),
     };
-    let upstream = upstream(raw.upstream, p);
+    let upstream = upstream(raw.upstream, base, p);
+    let tls = super::certs::listeners(raw.tls, base, p);
     let protected_routes = routes(raw.protected_routes, p);
     let tenant_param = match raw.tenant_param {
         None => Some("client".to_string()),
@@ -129,6 +143,8 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
         admin,
         runtime,
         log,
+        tls,
+        warnings: Vec::new(),
     }
 }
 
@@ -176,7 +192,7 @@ fn duration(raw: Option<Value>, default: &str, key: &[&str], p: &mut Problems<'_
     }
 }
 
-fn upstream(raw: super::raw::RawUpstream, p: &mut Problems<'_>) -> Upstream {
+fn upstream(raw: super::raw::RawUpstream, base: &Path, p: &mut Problems<'_>) -> Upstream {
     let key = ["upstream", "url"];
     let mut origin = Uri::from_static("http://127.0.0.1:8081");
     let mut base_path = String::new();
@@ -184,9 +200,11 @@ fn upstream(raw: super::raw::RawUpstream, p: &mut Problems<'_>) -> Upstream {
         None => p.push(&path(&["upstream"]), "`url` is required".into()),
         Some(text) => match text.parse::<Uri>() {
             Ok(uri) => match (uri.scheme_str(), uri.authority()) {
-                (Some("http"), Some(authority)) if !authority.as_str().contains('@') => {
+                (Some(scheme @ ("http" | "https")), Some(authority))
+                    if !authority.as_str().contains('@') =>
+                {
                     let built = Uri::builder()
-                        .scheme("http")
+                        .scheme(scheme)
                         .authority(authority.clone())
                         .path_and_query("/")
                         .build();
@@ -198,19 +216,19 @@ fn upstream(raw: super::raw::RawUpstream, p: &mut Problems<'_>) -> Upstream {
                         p.push(&path(&key), format!("`{text}` must not have a query"));
                     }
                 }
-                (Some("https"), _) => p.push(
-                    &path(&key),
-                    format!("`{text}`: https upstreams need TLS support, not in this build"),
-                ),
                 _ => p.push(
                     &path(&key),
-                    format!("`{text}` is not an http:// URL with a host (and no user info)"),
+                    format!(
+                        "`{text}` is not an http:// or https:// URL with a host (and no user info)"
+                    ),
                 ),
             },
             Err(e) => p.push(&path(&key), format!("`{text}` is not a URL: {e}")),
         },
     }
+    let https = origin.scheme() == Some(&http::uri::Scheme::HTTPS);
     Upstream {
+        tls: super::certs::upstream(raw.tls, https, base, p),
         origin,
         base_path,
         connect_timeout: duration(

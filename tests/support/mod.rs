@@ -104,7 +104,15 @@ impl Gateway {
             "upstream:\n  url: \"http://{upstream}\"\n{extra_yaml}\n{}",
             admin_yaml()
         );
-        let config = Config::parse(&text, dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
+        Gateway::start_text(dir, &text).await
+    }
+
+    /// Starts a gateway on the whole config `text`; relative paths in it resolve in `dir`.
+    pub async fn start_text(
+        dir: std::sync::Arc<tempfile::TempDir>,
+        text: &str,
+    ) -> Result<Gateway, authgate::Error> {
+        let config = Config::parse(text, dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
         // Opening the store first surfaces a bad state file as an error of its own.
         authgate::state::StateHandle::open(authgate::open_store(&config)).await?;
         let listeners = Listeners {
@@ -253,5 +261,6 @@ pub fn have_tool(name: &str, version_arg: &str) -> bool {
 }
 
 pub mod admin;
+pub mod tls;
 
 pub mod scripted;

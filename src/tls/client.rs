@@ -1,0 +1,81 @@
+//! The upstream side: the connector the proxy's pooled client dials through, and how a
+//! TLS failure is recognised in an upstream error.
+//!
+//! `http://` upstreams pass through untouched. `https://` ones are verified against
+//! Mozilla's roots (webpki-roots, compiled in, so a minimal container image needs no CA
+//! bundle) or, when `upstream.tls.ca` is set, against that CA bundle only. Verification
+//! cannot be turned off.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::sign::SingleCertAndKey;
+use rustls::{ClientConfig, RootCertStore};
+
+use super::{files, provider, TlsError, VERSIONS};
+use crate::config::UpstreamTls;
+
+/// The proxy's connector: plain TCP for `http://`, rustls for `https://`.
+pub type UpstreamConnector = HttpsConnector<HttpConnector>;
+
+/// Wraps the proxy's TCP connector with TLS configured from `upstream.tls`.
+pub fn upstream_connector(
+    mut http: HttpConnector,
+    tls: &UpstreamTls,
+) -> Result<UpstreamConnector, TlsError> {
+    // The HTTPS layer decides by scheme; the TCP layer must let `https://` through.
+    http.enforce_http(false);
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(tls, SystemTime::now())?)
+        .https_or_http();
+    let builder = match &tls.server_name {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
+        None => builder,
+    };
+    // The upstream always gets HTTP/1.1, so no ALPN is offered.
+    Ok(builder.enable_http1().wrap_connector(http))
+}
+
+/// The rustls client config for the upstream.
+pub fn client_config(tls: &UpstreamTls, now: SystemTime) -> Result<ClientConfig, TlsError> {
+    let roots = match &tls.ca {
+        Some(ca) => files::load_roots(ca)?.0,
+        None => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_root_certificates(roots);
+    Ok(match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let identity = files::load_identity(&client.cert, &client.key, now)?;
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key)))
+        }
+    })
+}
+
+/// The rustls error somewhere in an upstream error's chain, if TLS is what failed
+/// (unknown issuer, name mismatch, handshake alert, …). TLS errors travel inside
+/// `io::Error`s, whose `source()` skips the error they wrap, so those are opened too.
+pub fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(tls) = rustls_error(inner) {
+                return Some(tls);
+            }
+        }
+        next = err.source();
+    }
+    None
+}

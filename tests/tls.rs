@@ -1,0 +1,744 @@
+//! TLS end to end: HTTPS on the proxy listener (HTTP/2 and HTTP/1.1 chosen by ALPN),
+//! HTTPS upstreams verified against a private CA, client certificates on the admin
+//! listener, certificate reload without downtime (admin API and SIGHUP), and the real
+//! `curl` and `authgate` binaries. Every certificate is made here with rcgen.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use support::tls::*;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
+
+/// A gateway whose proxy listener serves `leaf` from `gateway.pem`/`gateway.key` in its
+/// folder, with `extra` YAML appended.
+async fn tls_gateway(upstream: SocketAddr, leaf: &Leaf, extra: &str) -> Gateway {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    leaf.write(dir.path(), "gateway");
+    let text = format!(
+        "upstream:\n  url: \"http://{upstream}\"\ntls:\n  proxy: {{ cert: gateway.pem, key: gateway.key }}\n{extra}\n{}",
+        admin_yaml()
+    );
+    Gateway::start_text(dir, &text)
+        .await
+        .expect("gateway starts")
+}
+
+/// A gateway in front of an HTTPS upstream at `upstream`, `upstream_tls` being the
+/// flow-mapping body of `upstream.tls` (files already in `dir`).
+async fn gateway_to_https(
+    dir: tempfile::TempDir,
+    upstream: SocketAddr,
+    upstream_tls: &str,
+) -> Gateway {
+    let text = format!(
+        "upstream:\n  url: \"https://{upstream}\"\n  tls: {{ {upstream_tls} }}\n{}",
+        admin_yaml()
+    );
+    Gateway::start_text(Arc::new(dir), &text)
+        .await
+        .expect("gateway starts")
+}
+
+fn get(path: &str) -> Request<TestBody> {
+    Request::get(path).body(full("")).unwrap()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(err) = next {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        next = err.source();
+    }
+    out
+}
+
+async fn metrics_text(gw: &Gateway) -> String {
+    let response = within(
+        "metrics",
+        client().get(gw.admin_url("/metrics").parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    String::from_utf8(body_bytes(response).await.to_vec()).unwrap()
+}
+
+/// The value of the first sample line starting with `series`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn https_proxying_speaks_h2_and_http1_by_alpn_with_the_auth_rules_unchanged() {
+    let seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+    let log = seen.clone();
+    let upstream = Upstream::start(move |req| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(req.headers().clone());
+            Response::builder()
+                .status(201)
+                .body(full("stored"))
+                .unwrap()
+        }
+    })
+    .await;
+    let ca = TestCa::new("gateway CA");
+    let gw = tls_gateway(upstream.addr, &ca.leaf("gateway", &["localhost"]), "").await;
+    support::admin::require(&gw, "acme", true).await;
+    let token = support::admin::generate(&gw, "acme", None).await;
+    let post = |auth: Option<&str>| {
+        let mut req =
+            Request::post(BATCH).header("content-type", "application/x-www-form-urlencoded");
+        if let Some(auth) = auth {
+            req = req.header("authorization", format!("Bearer {auth}"));
+        }
+        req.body(full("batch=pcId,profile.tier\n1001,gold\n"))
+            .unwrap()
+    };
+
+    let cases: [(&[&str], Option<&str>, Version); 3] = [
+        (&["h2", "http/1.1"], Some("h2"), Version::HTTP_2),
+        (&["http/1.1"], Some("http/1.1"), Version::HTTP_11),
+        (&[], None, Version::HTTP_11),
+    ];
+    for (offered, negotiated, version) in cases {
+        let config = client_config(&ca, offered, None);
+        let what = format!("ALPN {offered:?}");
+
+        let ex = https_request(gw.proxy, config.clone(), post(None))
+            .await
+            .unwrap();
+        assert_eq!(ex.alpn.as_deref(), negotiated, "{what}");
+        assert_eq!(ex.response.version(), version, "{what}");
+        assert_eq!(ex.response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            ex.response.headers()["www-authenticate"],
+            r#"Bearer realm="authgate""#
+        );
+
+        let ex = https_request(gw.proxy, config.clone(), post(Some("authgate_tk_wrong")))
+            .await
+            .unwrap();
+        assert_eq!(ex.response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let challenge = ex.response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{challenge}"
+        );
+
+        let ex = https_request(gw.proxy, config.clone(), post(Some(&token)))
+            .await
+            .unwrap();
+        assert_eq!(ex.response.status(), StatusCode::CREATED, "{what}");
+        assert_eq!(ex.response.version(), version, "{what}");
+        assert_eq!(body_bytes(ex.response).await, "stored");
+    }
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        3,
+        "only the requests with the token were forwarded"
+    );
+    for (headers, via) in seen
+        .iter()
+        .zip(["2 authgate", "1.1 authgate", "1.1 authgate"])
+    {
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["via"], via);
+        assert!(
+            headers.get("authorization").is_none(),
+            "the token never reaches the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tls_1_3_is_preferred_and_tls_1_2_accepted() {
+    let upstream = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let ca = TestCa::new("gateway CA");
+    let gw = tls_gateway(upstream.addr, &ca.leaf("gateway", &["localhost"]), "").await;
+    let tls = connect(gw.proxy, client_config(&ca, &["h2"], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let tls12 = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(ca.roots())
+    .with_no_client_auth();
+    let ex = https_request(gw.proxy, Arc::new(tls12), get("/x"))
+        .await
+        .unwrap();
+    assert_eq!(ex.response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_a_private_ca_and_a_server_name() {
+    let backend_ca = TestCa::new("backend CA");
+    let leaf = backend_ca.leaf("profiles", &["profiles.internal"]);
+    let upstream = Upstream::start_tls(server_config(&leaf, None), |req| async move {
+        let proto = req.headers()["x-forwarded-proto"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        Response::new(full(format!("{} {} {proto}", req.method(), req.uri())))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend-ca.pem"), backend_ca.pem()).unwrap();
+    let gw = gateway_to_https(
+        dir,
+        upstream.addr,
+        "ca: backend-ca.pem, server_name: profiles.internal",
+    )
+    .await;
+    for _ in 0..2 {
+        let response = within(
+            "GET",
+            client().get(gw.url("/rest/v1/profiles/p1?client=acme").parse().unwrap()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            body_bytes(response).await,
+            "GET /rest/v1/profiles/p1?client=acme http"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_requiring_a_client_certificate_gets_the_configured_one() {
+    let backend_ca = TestCa::new("backend CA");
+    let clients_ca = TestCa::new("backend clients CA");
+    let leaf = backend_ca.leaf("profiles", &["localhost"]);
+    let upstream = Upstream::start_tls(server_config(&leaf, Some(&clients_ca)), |_req| async {
+        Response::new(full("mutual"))
+    })
+    .await;
+    let with_cert = tempfile::tempdir().unwrap();
+    std::fs::write(with_cert.path().join("ca.pem"), backend_ca.pem()).unwrap();
+    clients_ca
+        .leaf("authgate", &["authgate.internal"])
+        .write(with_cert.path(), "client");
+    let gw = gateway_to_https(
+        with_cert,
+        upstream.addr,
+        "ca: ca.pem, server_name: localhost, cert: client.pem, key: client.key",
+    )
+    .await;
+    let response = within("GET", client().get(gw.url("/p").parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_bytes(response).await, "mutual");
+
+    let without = tempfile::tempdir().unwrap();
+    std::fs::write(without.path().join("ca.pem"), backend_ca.pem()).unwrap();
+    let gw = gateway_to_https(without, upstream.addr, "ca: ca.pem, server_name: localhost").await;
+    let response = within("GET", client().get(gw.url("/p").parse().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn a_wrong_ca_or_a_wrong_name_is_a_502_never_a_silent_success() {
+    let backend_ca = TestCa::new("backend CA");
+    let other_ca = TestCa::new("some other CA");
+    let leaf = backend_ca.leaf("profiles", &["profiles.internal"]);
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let upstream = Upstream::start_tls(server_config(&leaf, None), move |_req| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Response::new(full("must not be reached")) }
+    })
+    .await;
+    let cases = [
+        ("an unknown CA", Some(other_ca.pem()), "profiles.internal"),
+        ("a wrong name", Some(backend_ca.pem()), "billing.internal"),
+        ("the public roots only", None, "profiles.internal"),
+    ];
+    let mut metrics = String::new();
+    for (what, ca, name) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = match ca {
+            Some(pem) => {
+                std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
+                format!("ca: ca.pem, server_name: {name}")
+            }
+            None => format!("server_name: {name}"),
+        };
+        let gw = gateway_to_https(dir, upstream.addr, &tls).await;
+        let response = within("GET", client().get(gw.url("/p").parse().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{what}");
+        let body: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(body["error"], "bad_gateway", "{what}");
+        metrics = metrics_text(&gw).await;
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "no request reached the upstream"
+    );
+    let tls_errors = sample(&metrics, r#"authgate_upstream_errors_total{kind="tls"}"#);
+    assert!(tls_errors.is_some_and(|n| n >= 3.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_admin_listener_requires_a_client_certificate_from_its_ca() {
+    let server_ca = TestCa::new("admin server CA");
+    let admins_ca = TestCa::new("admins CA");
+    let rogue_ca = TestCa::new("rogue CA");
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    server_ca
+        .leaf("admin", &["localhost"])
+        .write(dir.path(), "admin");
+    std::fs::write(dir.path().join("admins-ca.pem"), admins_ca.pem()).unwrap();
+    let text = format!(
+        "upstream: {{ url: \"http://{}\" }}\ntls:\n  admin: {{ cert: admin.pem, key: admin.key, client_ca: admins-ca.pem }}\n{}",
+        dead_address().await,
+        admin_yaml()
+    );
+    let gw = Gateway::start_text(dir, &text).await.unwrap();
+    let tenants = |key: Option<&str>| {
+        let mut req = Request::get("/admin/v1/tenants");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        req.body(full("")).unwrap()
+    };
+    let approver = Some(keys().approver.as_str());
+
+    for (what, identity) in [
+        ("no client certificate", None),
+        (
+            "a certificate from another CA",
+            Some(rogue_ca.leaf("mallory", &["mallory"])),
+        ),
+    ] {
+        for alpn in [&["h2"][..], &["http/1.1"][..]] {
+            let config = client_config(&server_ca, alpn, identity.as_ref());
+            let err = https_request(gw.admin, config, tenants(approver))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{what}: the handshake must be refused"));
+            let chain = error_chain(err.as_ref());
+            assert!(chain.contains("received fatal alert"), "{what}: {chain}");
+        }
+    }
+
+    let ops = admins_ca.leaf("ops", &["ops"]);
+    let config = client_config(&server_ca, &["h2", "http/1.1"], Some(&ops));
+    let ex = https_request(gw.admin, config.clone(), tenants(approver))
+        .await
+        .unwrap();
+    assert_eq!(ex.alpn.as_deref(), Some("h2"));
+    assert_eq!(ex.response.status(), StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_slice(&body_bytes(ex.response).await).unwrap();
+    assert!(body["tenants"].is_array(), "{body}");
+    // The certificate comes in addition to the admin key, not instead of it.
+    let ex = https_request(gw.admin, config, tenants(None))
+        .await
+        .unwrap();
+    assert_eq!(ex.response.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// An upstream answering `/stream` with a body the test feeds through the sender it
+/// receives, and anything else with `ok`.
+async fn streaming_upstream() -> (
+    Upstream,
+    mpsc::UnboundedReceiver<http_body_util::channel::Sender<Bytes, BoxError>>,
+) {
+    let (senders, streams) = mpsc::unbounded_channel();
+    let upstream = Upstream::start(move |req| {
+        let senders = senders.clone();
+        async move {
+            if req.uri().path() != "/stream" {
+                return Response::new(full("ok"));
+            }
+            let (tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(1);
+            senders.send(tx).unwrap();
+            Response::new(body.boxed())
+        }
+    })
+    .await;
+    (upstream, streams)
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_request_in_flight_and_new_connections_get_the_new_certificate() {
+    let (upstream, mut streams) = streaming_upstream().await;
+    let ca = TestCa::new("gateway CA");
+    let first = ca.leaf("gateway, generation 1", &["localhost"]);
+    let second = ca.leaf("gateway, generation 2", &["localhost"]);
+    let gw = tls_gateway(upstream.addr, &first, "").await;
+    let config = client_config(&ca, &["h2", "http/1.1"], None);
+
+    // A long streaming response, on a connection made with the first certificate.
+    let ex = https_request(gw.proxy, config.clone(), get("/stream"))
+        .await
+        .unwrap();
+    assert_eq!(ex.server_cert, first.der);
+    let mut stream = within("the upstream stream", streams.recv()).await.unwrap();
+    let mut body = ex.response.into_body();
+    within("sending", stream.send_data(Bytes::from("part 1;")))
+        .await
+        .unwrap();
+    let frame = within("the first part", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), "part 1;");
+
+    // Rotate the files; a viewer may not reload, an approver may.
+    second.write(gw.dir.path(), "gateway");
+    let reload = |key: &'static str| {
+        let gw = &gw;
+        async move { support::admin::call(gw, "POST", "/admin/v1/reload-tls", Some(key), None).await }
+    };
+    let (status, _) = reload(&keys().viewer).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, answer) = reload(&keys().approver).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["listeners"][0]["listener"], "proxy");
+    let expires_in = answer["listeners"][0]["expires_in"].as_i64().unwrap();
+    assert!(
+        (88 * 86_400..=90 * 86_400).contains(&expires_in),
+        "{answer}"
+    );
+
+    // New connections get the new certificate while the old request still streams.
+    let ex = https_request(gw.proxy, config.clone(), get("/other"))
+        .await
+        .unwrap();
+    assert_eq!(ex.server_cert, second.der);
+    assert_eq!(body_bytes(ex.response).await, "ok");
+    within("sending", stream.send_data(Bytes::from("part 2")))
+        .await
+        .unwrap();
+    drop(stream);
+    let rest = within("the rest of the stream", body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(rest, "part 2", "the request in flight completed");
+
+    // A broken replacement is refused and the second certificate stays in service.
+    std::fs::write(
+        gw.dir.path().join("gateway.pem"),
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let (status, answer) = reload(&keys().approver).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"], "tls_reload_refused");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("proxy: ") && message.contains("gateway.pem"),
+        "{message}"
+    );
+    let ex = https_request(gw.proxy, config, get("/other"))
+        .await
+        .unwrap();
+    assert_eq!(ex.server_cert, second.der);
+    assert_eq!(ex.response.status(), StatusCode::OK);
+
+    let metrics = metrics_text(&gw).await;
+    let left = sample(
+        &metrics,
+        r#"authgate_tls_certificate_expiry_seconds{listener="proxy"}"#,
+    );
+    assert!(
+        left.is_some_and(|s| s > 88.0 * 86_400.0 && s <= 90.0 * 86_400.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_cut_off_by_the_header_read_clock() {
+    let upstream = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let ca = TestCa::new("gateway CA");
+    let gw = tls_gateway(
+        upstream.addr,
+        &ca.leaf("gateway", &["localhost"]),
+        "limits: { header_read_timeout: 300ms }",
+    )
+    .await;
+    // The first bytes of a ClientHello record, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+
+    // The handshake waits in its own connection task: others are served meanwhile.
+    let ex = https_request(gw.proxy, client_config(&ca, &["h2"], None), get("/x"))
+        .await
+        .unwrap();
+    assert_eq!(ex.response.status(), StatusCode::OK);
+
+    let mut buf = [0u8; 64];
+    let read = within(
+        "the stalled connection to be closed",
+        stalled.read(&mut buf),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_fetches_through_the_https_listener_with_the_test_ca() {
+    if !have_tool("curl", "--version") {
+        return;
+    }
+    let upstream = Upstream::start(|_req| async { Response::new(full("hello over TLS")) }).await;
+    let ca = TestCa::new("gateway CA");
+    let gw = tls_gateway(upstream.addr, &ca.leaf("gateway", &["localhost"]), "").await;
+    let ca_file = gw.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = gw.proxy.port();
+    let curl = move |extra: &[&str]| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(extra)
+            .args(["-w", "\n%{http_version}"])
+            .arg(format!(
+                "https://localhost:{port}/rest/v1/profiles/p1?client=acme"
+            ));
+        cmd
+    };
+    let ca_arg = ca_file.to_str().unwrap().to_string();
+    let (with_ca, without_ca, features) = tokio::task::spawn_blocking(move || {
+        (
+            curl(&["--cacert", &ca_arg]).output().unwrap(),
+            curl(&[]).output().unwrap(),
+            Command::new("curl").arg("-V").output().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&with_ca.stdout);
+    assert!(
+        with_ca.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&with_ca.stderr)
+    );
+    let (body, version) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(body, "hello over TLS");
+    let has_http2 = String::from_utf8_lossy(&features.stdout).contains("HTTP2");
+    assert_eq!(version, if has_http2 { "2" } else { "1.1" });
+    // Without the CA curl refuses the certificate (exit 60): nothing is trusted by accident.
+    assert_eq!(without_ca.status.code(), Some(60), "{without_ca:?}");
+}
+
+// --- the real binary ----------------------------------------------------------------
+
+/// Lines of a child's stderr, delivered over a channel by a reader thread.
+fn lines(stream: impl std::io::Read + Send + 'static) -> std_mpsc::Receiver<String> {
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(rx: &std_mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        match rx.recv_timeout(PATIENCE) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => continue,
+            Err(e) => panic!("no line containing {needle:?}: {e}"),
+        }
+    }
+}
+
+fn value_after<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
+    line[start..].split_whitespace().next().unwrap()
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn terminate_and_wait(child: Child) -> std::process::ExitStatus {
+    signal(&child, "-TERM");
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = tx.send(child.wait());
+    });
+    rx.recv_timeout(PATIENCE)
+        .expect("exit after SIGTERM")
+        .unwrap()
+}
+
+/// Runs `authgate serve` on `config` (in `dir`), returning it, its stderr lines and the
+/// proxy address it reports.
+fn serve(dir: &std::path::Path, config: &str) -> (Child, std_mpsc::Receiver<String>, SocketAddr) {
+    let file = dir.join("authgate.yaml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c", file.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let line = wait_for_line(&stderr, "listening");
+    let proxy = value_after(&line, "proxy=").parse().unwrap();
+    (child, stderr, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_names_the_upstream_tls_error() {
+    let backend_ca = TestCa::new("backend CA");
+    let leaf = backend_ca.leaf("profiles", &["localhost"]);
+    let upstream = Upstream::start_tls(server_config(&leaf, None), |_req| async {
+        Response::new(full("must not be reached"))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        TestCa::new("some other CA").pem(),
+    )
+    .unwrap();
+    let config = format!(
+        "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream:\n  url: \"https://{}\"\n  tls: {{ ca: ca.pem, server_name: localhost }}\n",
+        upstream.addr
+    );
+    let (child, stderr, proxy) = serve(dir.path(), &config);
+    let response = within(
+        "GET",
+        client().get(format!("http://{proxy}/p").parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let line = wait_for_line(&stderr, "upstream TLS failed");
+    assert!(
+        line.contains("invalid peer certificate") && line.contains("UnknownIssuer"),
+        "{line}"
+    );
+    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificates_of_the_running_binary() {
+    let upstream = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let ca = TestCa::new("gateway CA");
+    let first = ca.leaf("gateway, generation 1", &["localhost"]);
+    let second = ca.leaf("gateway, generation 2", &["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    first.write(dir.path(), "gateway");
+    let config = format!(
+        "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream: {{ url: \"http://{}\" }}\ntls:\n  proxy: {{ cert: gateway.pem, key: gateway.key }}\n",
+        upstream.addr
+    );
+    let (child, stderr, proxy) = serve(dir.path(), &config);
+    let client_tls = client_config(&ca, &["h2"], None);
+    let ex = https_request(proxy, client_tls.clone(), get("/x"))
+        .await
+        .unwrap();
+    assert_eq!(ex.server_cert, first.der);
+
+    second.write(dir.path(), "gateway");
+    signal(&child, "-HUP");
+    wait_for_line(&stderr, "TLS certificate reloaded");
+    let ex = https_request(proxy, client_tls.clone(), get("/x"))
+        .await
+        .unwrap();
+    assert_eq!(ex.server_cert, second.der);
+    assert_eq!(ex.response.status(), StatusCode::OK);
+
+    std::fs::write(dir.path().join("gateway.key"), "").unwrap();
+    signal(&child, "-HUP");
+    let line = wait_for_line(&stderr, "new TLS certificate refused");
+    assert!(line.contains("no private key found"), "{line}");
+    let ex = https_request(proxy, client_tls, get("/x")).await.unwrap();
+    assert_eq!(ex.server_cert, second.der, "the previous certificate stays");
+
+    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn check_validates_the_certificate_files() {
+    let ca = TestCa::new("gateway CA");
+    let dir = tempfile::tempdir().unwrap();
+    ca.leaf_for_days("soon", &["localhost"], 10)
+        .write(dir.path(), "soon");
+    ca.leaf("other", &["localhost"]).write(dir.path(), "other");
+    let file = dir.path().join("authgate.yaml");
+    let check = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        Command::new(BIN)
+            .args(["check", "-c", file.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+
+    let out = check(
+        "upstream: { url: \"http://a\" }\ntls:\n  proxy: { cert: soon.pem, key: soon.key }\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: line 3: tls.proxy.cert: ") && err.contains("expires in 9 day(s)"),
+        "{err}"
+    );
+
+    let out = check(
+        "upstream:\n  url: \"https://backend\"\n  tls: { ca: nowhere.pem }\ntls:\n  proxy: { cert: soon.pem, key: other.key }\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("2 problem(s)"), "{err}");
+    assert!(
+        err.contains("line 3: upstream.tls.ca: cannot read "),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 5: tls.proxy.key: ") && err.contains("is not the private key"),
+        "{err}"
+    );
+}
