@@ -1,15 +1,15 @@
-//! TLS end to end: HTTPS on the proxy listener (HTTP/2 and HTTP/1.1 chosen by ALPN),
-//! HTTPS upstreams verified against a private CA, client certificates on the admin
-//! listener, certificate reload without downtime (admin API and SIGHUP), and the real
-//! `curl` and `authgate` binaries. Every certificate is made here with rcgen.
+//! TLS end to end, in process: HTTPS on the proxy listener (HTTP/2 and HTTP/1.1 chosen
+//! by ALPN), HTTPS upstreams verified against a private CA, client certificates on the
+//! admin listener, certificate reload without downtime, and the real `curl`. The
+//! `authgate` binary's side (logs, SIGHUP, `check`) is in `tls_cli.rs`. Every
+//! certificate is made here with rcgen.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
@@ -19,7 +19,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
 
 /// A gateway whose proxy listener serves `leaf` from `gateway.pem`/`gateway.key` in its
@@ -350,8 +349,13 @@ async fn the_admin_listener_requires_a_client_certificate_from_its_ca() {
                 .await
                 .err()
                 .unwrap_or_else(|| panic!("{what}: the handshake must be refused"));
+            // Usually the server's alert arrives; when the client's data crossed it, the
+            // server's close may surface as a reset instead. Either way: no HTTP at all.
             let chain = error_chain(err.as_ref());
-            assert!(chain.contains("received fatal alert"), "{what}: {chain}");
+            assert!(
+                chain.contains("received fatal alert") || chain.contains("reset"),
+                "{what}: {chain}"
+            );
         }
     }
 
@@ -554,191 +558,4 @@ async fn curl_fetches_through_the_https_listener_with_the_test_ca() {
     assert_eq!(version, if has_http2 { "2" } else { "1.1" });
     // Without the CA curl refuses the certificate (exit 60): nothing is trusted by accident.
     assert_eq!(without_ca.status.code(), Some(60), "{without_ca:?}");
-}
-
-// --- the real binary ----------------------------------------------------------------
-
-/// Lines of a child's stderr, delivered over a channel by a reader thread.
-fn lines(stream: impl std::io::Read + Send + 'static) -> std_mpsc::Receiver<String> {
-    let (tx, rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for_line(rx: &std_mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        match rx.recv_timeout(PATIENCE) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => continue,
-            Err(e) => panic!("no line containing {needle:?}: {e}"),
-        }
-    }
-}
-
-fn value_after<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
-    line[start..].split_whitespace().next().unwrap()
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args([name, &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn terminate_and_wait(child: Child) -> std::process::ExitStatus {
-    signal(&child, "-TERM");
-    let (tx, rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = tx.send(child.wait());
-    });
-    rx.recv_timeout(PATIENCE)
-        .expect("exit after SIGTERM")
-        .unwrap()
-}
-
-/// Runs `authgate serve` on `config` (in `dir`), returning it, its stderr lines and the
-/// proxy address it reports.
-fn serve(dir: &std::path::Path, config: &str) -> (Child, std_mpsc::Receiver<String>, SocketAddr) {
-    let file = dir.join("authgate.yaml");
-    std::fs::write(&file, config).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "-c", file.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines(child.stderr.take().unwrap());
-    let line = wait_for_line(&stderr, "listening");
-    let proxy = value_after(&line, "proxy=").parse().unwrap();
-    (child, stderr, proxy)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_log_names_the_upstream_tls_error() {
-    let backend_ca = TestCa::new("backend CA");
-    let leaf = backend_ca.leaf("profiles", &["localhost"]);
-    let upstream = Upstream::start_tls(server_config(&leaf, None), |_req| async {
-        Response::new(full("must not be reached"))
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ca.pem"),
-        TestCa::new("some other CA").pem(),
-    )
-    .unwrap();
-    let config = format!(
-        "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream:\n  url: \"https://{}\"\n  tls: {{ ca: ca.pem, server_name: localhost }}\n",
-        upstream.addr
-    );
-    let (child, stderr, proxy) = serve(dir.path(), &config);
-    let response = within(
-        "GET",
-        client().get(format!("http://{proxy}/p").parse().unwrap()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let line = wait_for_line(&stderr, "upstream TLS failed");
-    assert!(
-        line.contains("invalid peer certificate") && line.contains("UnknownIssuer"),
-        "{line}"
-    );
-    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sighup_reloads_the_certificates_of_the_running_binary() {
-    let upstream = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
-    let ca = TestCa::new("gateway CA");
-    let first = ca.leaf("gateway, generation 1", &["localhost"]);
-    let second = ca.leaf("gateway, generation 2", &["localhost"]);
-    let dir = tempfile::tempdir().unwrap();
-    first.write(dir.path(), "gateway");
-    let config = format!(
-        "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream: {{ url: \"http://{}\" }}\ntls:\n  proxy: {{ cert: gateway.pem, key: gateway.key }}\n",
-        upstream.addr
-    );
-    let (child, stderr, proxy) = serve(dir.path(), &config);
-    let client_tls = client_config(&ca, &["h2"], None);
-    let ex = https_request(proxy, client_tls.clone(), get("/x"))
-        .await
-        .unwrap();
-    assert_eq!(ex.server_cert, first.der);
-
-    second.write(dir.path(), "gateway");
-    signal(&child, "-HUP");
-    wait_for_line(&stderr, "TLS certificate reloaded");
-    let ex = https_request(proxy, client_tls.clone(), get("/x"))
-        .await
-        .unwrap();
-    assert_eq!(ex.server_cert, second.der);
-    assert_eq!(ex.response.status(), StatusCode::OK);
-
-    std::fs::write(dir.path().join("gateway.key"), "").unwrap();
-    signal(&child, "-HUP");
-    let line = wait_for_line(&stderr, "new TLS certificate refused");
-    assert!(line.contains("no private key found"), "{line}");
-    let ex = https_request(proxy, client_tls, get("/x")).await.unwrap();
-    assert_eq!(ex.server_cert, second.der, "the previous certificate stays");
-
-    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-}
-
-#[test]
-fn check_validates_the_certificate_files() {
-    let ca = TestCa::new("gateway CA");
-    let dir = tempfile::tempdir().unwrap();
-    ca.leaf_for_days("soon", &["localhost"], 10)
-        .write(dir.path(), "soon");
-    ca.leaf("other", &["localhost"]).write(dir.path(), "other");
-    let file = dir.path().join("authgate.yaml");
-    let check = |text: &str| {
-        std::fs::write(&file, text).unwrap();
-        Command::new(BIN)
-            .args(["check", "-c", file.to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
-
-    let out = check(
-        "upstream: { url: \"http://a\" }\ntls:\n  proxy: { cert: soon.pem, key: soon.key }\n",
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(
-        err.contains("warning: line 3: tls.proxy.cert: ") && err.contains("expires in 9 day(s)"),
-        "{err}"
-    );
-
-    let out = check(
-        "upstream:\n  url: \"https://backend\"\n  tls: { ca: nowhere.pem }\ntls:\n  proxy: { cert: soon.pem, key: other.key }\n",
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("2 problem(s)"), "{err}");
-    assert!(
-        err.contains("line 3: upstream.tls.ca: cannot read "),
-        "{err}"
-    );
-    assert!(
-        err.contains("line 5: tls.proxy.key: ") && err.contains("is not the private key"),
-        "{err}"
-    );
 }
