@@ -167,11 +167,18 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
+/// One worker thread means a current-thread runtime: the same core budget without the
+/// work-stealing scheduler's cross-thread bookkeeping.
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
-        builder.worker_threads(worker_threads);
-    }
+    let mut builder = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     builder
         .enable_all()
         .build()

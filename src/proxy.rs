@@ -12,7 +12,6 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,7 +32,7 @@ use crate::config::{Config, Upstream};
 use crate::error::GatewayError;
 use crate::metrics::{ProxyMetrics, RouteClass};
 use crate::routes::RouteTable;
-use crate::server::Handler;
+use crate::server::{Handler, Peer};
 use crate::state::StateHandle;
 use crate::tls::{TlsError, UpstreamConnector};
 
@@ -109,7 +108,7 @@ impl Proxy {
     async fn serve(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> (RouteClass, Result<Response<Body>, GatewayError>) {
         let (mut parts, body) = req.into_parts();
         if let Err(e) = check_framing(&parts) {
@@ -132,7 +131,7 @@ impl Proxy {
         match outcome {
             Outcome::Rejected(rejection) => {
                 // The path only: queries may carry secrets.
-                tracing::debug!(?rejection, method = %parts.method, path = %parts.uri.path(), %peer, "request refused");
+                tracing::debug!(?rejection, method = %parts.method, path = %parts.uri.path(), peer = %peer.addr, "request refused");
                 return (class, Err(rejection.into()));
             }
             Outcome::Allowed => {
@@ -161,7 +160,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         body: RequestBody,
         path: Option<String>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Response<Body>, GatewayError> {
         let host = parts
             .headers
@@ -172,7 +171,7 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::EXPECT);
         let headers = &mut parts.headers;
-        append_forwarded_for(headers, peer);
+        append_forwarded_for(headers, &peer.forwarded_for);
         let proto = HeaderValue::from_static(if self.scheme == Scheme::HTTPS {
             "https"
         } else {
@@ -264,7 +263,7 @@ impl Proxy {
 }
 
 impl Handler for Proxy {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let (class, result) = self.serve(req, peer).await;
         let response = match result {
             Ok(response) => response,
@@ -278,7 +277,7 @@ impl Handler for Proxy {
 impl From<Rejection> for GatewayError {
     fn from(rejection: Rejection) -> Self {
         match rejection {
-            Rejection::BadPath | Rejection::AmbiguousPath => GatewayError::BadPath,
+            Rejection::BadPath(_) | Rejection::AmbiguousPath => GatewayError::BadPath,
             Rejection::BadTenant => GatewayError::BadTenant,
             Rejection::Missing => GatewayError::MissingToken,
             Rejection::Malformed => GatewayError::MalformedCredentials,
@@ -399,40 +398,71 @@ fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
+///
+/// One scan over the (few) header names finds the hop-by-hop ones present: a `match`
+/// on the name is a length check and a compare, where removing every hop-by-hop name
+/// blindly would hash nine names for every message.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    let mut present: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
+    let mut found = 0;
+    for name in headers.keys() {
+        if is_hop_by_hop(name.as_str()) && !present[..found].contains(&Some(name.clone())) {
+            present[found] = Some(name.clone());
+            found += 1;
         }
     }
-    for name in &HOP_BY_HOP {
+    if found == 0 {
+        return;
+    }
+    // Tokens other than `close` and `keep-alive` name further headers to drop; the
+    // vector only allocates when there is one.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named.into_iter().chain(present.into_iter().flatten()) {
         headers.remove(name);
     }
 }
 
+/// The names of [`HOP_BY_HOP`], as the compiler's string match.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 /// Appends the peer's address to `X-Forwarded-For`, merging several header lines into one.
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_canonical();
-    let value = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
-        0 => HeaderValue::from_str(&ip.to_string()),
-        _ => {
-            let mut joined = Vec::new();
-            for v in headers.get_all(&X_FORWARDED_FOR) {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(ip.to_string().as_bytes());
-            HeaderValue::from_bytes(&joined)
-        }
-    };
-    if let Ok(value) = value {
+fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR, client.clone());
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in existing {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(client.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
         headers.insert(X_FORWARDED_FOR, value);
     }
 }
@@ -522,8 +552,17 @@ mod tests {
     }
 
     #[test]
+    fn the_hop_by_hop_list_and_its_match_agree() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        assert!(!is_hop_by_hop("authorization"));
+    }
+
+    #[test]
     fn forwarded_for_appends_and_merges_lines() {
-        let peer: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
+        let peer = Peer::new("[::ffff:10.1.2.3]:5000".parse().unwrap());
+        let peer = &peer.forwarded_for;
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, peer);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");

@@ -49,8 +49,27 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// The client end of a connection, worked out once per connection rather than per
+/// request.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The client's IP as an `X-Forwarded-For` element.
+    pub forwarded_for: http::HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip().to_canonical().to_string();
+        Peer {
+            addr,
+            forwarded_for: http::HeaderValue::from_str(&ip).expect("an IP is a valid header value"),
+        }
+    }
 }
 
 /// Connection limits and the metrics a listener reports.
@@ -152,14 +171,16 @@ async fn serve_connection<H: Handler>(
     let service = {
         let state = state.clone();
         let opts = opts.clone();
+        let client = Arc::new(Peer::new(peer));
         service_fn(move |req: Request<Incoming>| {
             if req.version() == http::Version::HTTP_2 {
                 state.is_h2.store(true, Ordering::Relaxed);
             }
             let guard = RequestGuard::start(state.clone(), opts.in_flight.clone());
             let handler = handler.clone();
+            let client = client.clone();
             async move {
-                let response = handler.handle(req, peer).await;
+                let response = handler.handle(req, &client).await;
                 Ok::<_, Infallible>(response.map(|body| body.with_guard(guard)))
             }
         })

@@ -30,6 +30,7 @@ impl Drop for Running {
 }
 
 /// Starts `authgate serve` on `config` and waits for its listening line.
+#[allow(clippy::zombie_processes, reason = "the child is reaped by `Running`'s Drop")]
 fn start(config: &Path) -> Running {
     let mut child = Command::new(BIN)
         .args(["serve", "-c", config.to_str().unwrap()])
@@ -191,7 +192,7 @@ async fn kill_9_during_rotations_never_loses_an_acknowledged_token() {
         } else if revision == acked_revision + 1 {
             // The in-flight rotation landed without its answer: its unseen token is current.
             in_flight_applied += 1;
-            older.push(std::mem::replace(&mut acked, String::new()));
+            older.push(std::mem::take(&mut acked));
             acked_revision = revision;
             let (_, answer) = admin(&gw, "POST", "/admin/v1/tenants/acme/token", "").await;
             acked = answer["token"].as_str().unwrap().to_string();

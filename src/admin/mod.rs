@@ -22,7 +22,6 @@ pub mod api;
 mod reload;
 pub mod ui;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -36,7 +35,7 @@ use crate::auth::token::Digest;
 use crate::body::Body;
 use crate::config::{AdminKey, Config, Role, Tokens};
 use crate::error::{json_response, GatewayError};
-use crate::server::Handler;
+use crate::server::{Handler, Peer};
 use crate::state::{Command, StateHandle};
 
 /// Readiness, shared between the listeners and the shutdown sequence.
@@ -272,7 +271,7 @@ fn ok_json(value: &serde_json::Value) -> Response<Body> {
 }
 
 impl Handler for Admin {
-    async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, _peer: &Peer) -> Response<Body> {
         let allow = self
             .router
             .at(req.uri().path())

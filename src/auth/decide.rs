@@ -44,7 +44,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// The path cannot be normalised safely (NUL, bad escapes, …).
-    BadPath,
+    BadPath(path::PathError),
     /// A lenient backend could read the path as a protected route.
     AmbiguousPath,
     /// The tenant query parameter is missing or repeated on a protected route.
@@ -82,7 +82,7 @@ impl Outcome {
             Outcome::Rejected(Rejection::Invalid) => Some(Reason::Invalid),
             Outcome::Rejected(Rejection::Expired) => Some(Reason::Expired),
             Outcome::Rejected(
-                Rejection::BadPath | Rejection::AmbiguousPath | Rejection::BadTenant,
+                Rejection::BadPath(_) | Rejection::AmbiguousPath | Rejection::BadTenant,
             ) => None,
         }
     }
@@ -103,7 +103,7 @@ pub fn decide<'a, 's>(
     };
     let normalized = match path::normalize(head.uri.path()) {
         Ok(n) => n,
-        Err(_) => return reject(Cow::Borrowed("/"), RouteClass::Other, Rejection::BadPath),
+        Err(e) => return reject(Cow::Borrowed("/"), RouteClass::Other, Rejection::BadPath(e)),
     };
     let path = normalized.path;
     if let Some(lenient) = &normalized.lenient {

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Instruction count per proxied request, with callgrind: repeatable on a noisy machine
+# (it counts instructions, not seconds), so two builds can be compared exactly.
+#
+#   bench/profile.sh                 # build this checkout (release) and profile it
+#   PROFILE_BIN=path/to/authgate bench/profile.sh
+#   PROFILE_REQUESTS=5000 PROFILE_TOP=30 bench/profile.sh
+#
+# An nginx upstream answers `200 ok`; tenant `acme` requires authentication and every
+# request (POST, keep-alive, 16 connections, `ab`) carries its token. The counters are
+# zeroed after a warm-up run, so connection set-up and start-up are not counted.
+# Installs valgrind, nginx-light, apache2-utils (ab) and curl when missing.
+set -euo pipefail
+
+REQUESTS=${PROFILE_REQUESTS:-4000}
+TOP=${PROFILE_TOP:-25}
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+command -v ab >/dev/null || missing+=(apache2-utils)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+if [[ -n ${PROFILE_BIN:-} ]]; then
+    BIN=$PROFILE_BIN
+else
+    cargo build --release --quiet
+    BIN=target/release/authgate
+fi
+
+SCRATCH=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+
+read -r UP GW ADMIN < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+')
+
+mkdir -p "$SCRATCH/tmp"
+cat >"$SCRATCH/nginx.conf" <<NGINX
+$( ((EUID == 0)) && echo "user root root;")
+worker_processes 1;
+daemon off;
+pid $SCRATCH/nginx.pid;
+error_log $SCRATCH/nginx.err warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path $SCRATCH/tmp/body;
+  proxy_temp_path $SCRATCH/tmp/proxy;
+  fastcgi_temp_path $SCRATCH/tmp/fastcgi;
+  uwsgi_temp_path $SCRATCH/tmp/uwsgi;
+  scgi_temp_path $SCRATCH/tmp/scgi;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+}
+NGINX
+nginx -p "$SCRATCH" -c "$SCRATCH/nginx.conf" -e "$SCRATCH/nginx.err" &
+PIDS+=($!)
+
+read -r KEY DIGEST < <(python3 -c '
+import hashlib, secrets
+k = "authgate_ak_" + secrets.token_urlsafe(32)
+print(k, hashlib.sha256(k.encode()).hexdigest())')
+cat >"$SCRATCH/authgate.yaml" <<YAML
+listen: { proxy: "127.0.0.1:$GW", admin: "127.0.0.1:$ADMIN" }
+upstream: { url: "http://127.0.0.1:$UP" }
+state: { path: "$SCRATCH/state.json" }
+runtime: { worker_threads: 1 }
+log: { level: warn }
+admin: { keys: [ { name: bench, role: approver, sha256: "$DIGEST" } ] }
+YAML
+valgrind --tool=callgrind --callgrind-out-file="$SCRATCH/callgrind.out" \
+    "$BIN" serve -c "$SCRATCH/authgate.yaml" 2>"$SCRATCH/valgrind.log" &
+VG=$!
+PIDS+=($VG)
+for _ in $(seq 300); do
+    curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/readyz" && break
+    sleep 0.1
+done
+admin() { curl -sSf -X "$1" -H "Authorization: Bearer $KEY" -d "$3" "http://127.0.0.1:$ADMIN$2"; }
+admin PUT /admin/v1/tenants/acme/settings '{"require_authentication": true}' >/dev/null
+TOKEN=$(admin POST /admin/v1/tenants/acme/token '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+printf 'batch=pcId,profile.tier\n1001,gold\n' >"$SCRATCH/body"
+URL="http://127.0.0.1:$GW/m2/acme/v2/profile/batchUpdate"
+run() {
+    ab -q -k -n "$1" -c 16 -p "$SCRATCH/body" -T application/x-www-form-urlencoded \
+        -H "Authorization: Bearer $TOKEN" "$URL" >"$SCRATCH/ab.out"
+    grep -q "^Non-2xx responses" "$SCRATCH/ab.out" && { cat "$SCRATCH/ab.out"; exit 1; }
+    grep "^Complete requests" "$SCRATCH/ab.out" | awk '{print $3}'
+}
+run 500 >/dev/null
+callgrind_control --zero "$VG" >/dev/null
+DONE=$(run "$REQUESTS")
+callgrind_control --dump "$VG" >/dev/null
+OUT=$(ls -t "$SCRATCH"/callgrind.out* | head -n1)
+TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+echo "binary:       $BIN ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "requests:     $DONE (POST with a valid token, keep-alive, 16 connections)"
+echo "instructions: $TOTAL total, $((TOTAL / DONE)) per request"
+echo
+echo "top functions by their own instructions:"
+callgrind_annotate "$OUT" 2>/dev/null | sed -n '/file:function/,$p' | sed -n "2,$((TOP + 1))p" |
+    sed -E 's#/root/.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##'
+if [[ -n ${PROFILE_KEEP:-} ]]; then
+    cp "$OUT" "$PROFILE_KEEP"
+    echo "(callgrind output kept in $PROFILE_KEEP)"
+fi
