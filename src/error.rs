@@ -49,6 +49,18 @@ pub enum GatewayError {
     },
     #[error("state could not be saved")]
     StateUnavailable,
+    /// `If-Match` named another revision than the tenant's current one.
+    #[error("the tenant is at revision {current}")]
+    Conflict { current: u64 },
+    /// The Redis state holds no epoch (it lost its data); nothing changed.
+    #[error("the shared state is not initialised")]
+    StateNotInitialised,
+    /// Redis did not answer in time; the change may still be applied.
+    #[error("the state store did not answer in time")]
+    StateUncertain,
+    /// This replica's lease on the shared state ran out: it cannot vouch for tokens.
+    #[error("the shared state is not confirmed")]
+    Fenced,
     /// A TLS reload refused a listener's new certificate files; `message` says which and
     /// why (for the operator who named those files, so no secret is in it).
     #[error("TLS reload refused: {message}")]
@@ -139,6 +151,26 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"error":"state_unavailable","message":"the change could not be saved; nothing changed"}"#,
             ),
+            GatewayError::Conflict { current } => {
+                let body = serde_json::json!({
+                    "error": "conflict",
+                    "message": format!("the tenant is at revision {current}, not the one in If-Match; nothing changed"),
+                    "revision": current,
+                });
+                return (StatusCode::CONFLICT, Bytes::from(body.to_string()));
+            }
+            GatewayError::StateNotInitialised => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"state_unavailable","message":"the Redis state holds no epoch (it lost its data or was never initialised); nothing changed. Run `authgate cluster init -c <config>` after restoring it"}"#,
+            ),
+            GatewayError::StateUncertain => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"state_unavailable","message":"the state store did not answer in time; the change may still take effect: read the tenant before retrying"}"#,
+            ),
+            GatewayError::Fenced => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"state_unavailable","message":"this gateway cannot confirm the current tokens (shared state unreachable); retry shortly"}"#,
+            ),
             GatewayError::ClientTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 r#"{"error":"request_timeout","message":"the request body stopped arriving"}"#,
@@ -205,6 +237,11 @@ impl GatewayError {
                 HeaderValue::from_static(challenge),
             );
         }
+        if matches!(self, GatewayError::Fenced | GatewayError::StateUncertain) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -269,6 +306,45 @@ mod tests {
             GatewayError::ClientBody(boxed("eof")),
             StatusCode::BAD_REQUEST,
             "bad_request",
+        );
+    }
+
+    #[test]
+    fn fenced_is_503_with_retry_after() {
+        check(
+            GatewayError::Fenced,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state_unavailable",
+        );
+        let response = GatewayError::Fenced.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn a_lost_if_match_race_is_409_naming_the_revision() {
+        check(
+            GatewayError::Conflict { current: 7 },
+            StatusCode::CONFLICT,
+            "conflict",
+        );
+        let (_, body) = GatewayError::Conflict { current: 7 }.parts();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["revision"], 7);
+    }
+
+    #[test]
+    fn a_redis_without_epoch_is_503_naming_cluster_init() {
+        check(
+            GatewayError::StateNotInitialised,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state_unavailable",
+        );
+        let (_, body) = GatewayError::StateNotInitialised.parts();
+        assert!(String::from_utf8_lossy(&body).contains("authgate cluster init"));
+        check(
+            GatewayError::StateUncertain,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state_unavailable",
         );
     }
 

@@ -64,6 +64,9 @@ pub enum Error {
 pub fn open_store(config: &Config) -> Box<dyn StateStore> {
     match &config.state {
         config::State::File { path } => Box::new(FileStore::new(path.clone())),
+        config::State::Redis(redis) => Box::new(
+            state::redis::RedisStore::new(redis.clone()).expect("state.redis.url was validated"),
+        ),
     }
 }
 
@@ -121,6 +124,9 @@ pub async fn run_with_reload(
     }
     let prometheus = metrics::install();
     let state = Arc::new(StateHandle::open(open_store(&config)).await?);
+    // Redis: the replica loop (sync, acknowledgements, lease); stopped after the drain.
+    let sync_stop = CancellationToken::new();
+    let sync = state.start(sync_stop.clone());
     let acceptors = Arc::new(tls::Acceptors::load(&config.tls)?);
     let proxy_metrics = metrics::ProxyMetrics::new();
     let readiness = Arc::new(Readiness::default());
@@ -192,6 +198,10 @@ pub async fn run_with_reload(
     drain(&proxy_life, config.shutdown_timeout).await;
     drain(&admin_life, Duration::from_secs(1)).await;
     upkeep.abort();
+    sync_stop.cancel();
+    if let Some(sync) = sync {
+        let _ = tokio::time::timeout(Duration::from_secs(2), sync).await;
+    }
     reloader.abort();
     tracing::info!("stopped");
     Ok(())

@@ -57,6 +57,23 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
     },
+    /// Shared state in Redis (`state.backend: redis`).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Give the Redis state its epoch; changes and replicas refuse to work without one.
+    Init {
+        #[arg(short, long, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Replace an existing epoch: every replica resyncs.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -87,6 +104,9 @@ fn main() -> ExitCode {
                     .context("demo failed")
             })
         }
+        Command::Cluster {
+            command: ClusterCommand::Init { config, force },
+        } => cluster_init(&config, force),
         Command::SampleBackend { listen } => {
             init_logging(LogFormat::Human, "info");
             runtime(0).and_then(|rt| {
@@ -145,6 +165,27 @@ fn admin_key(name: &str, role: KeyRole) -> anyhow::Result<()> {
         "    - {{ name: {name}, role: {role}, sha256: \"{}\" }}",
         key.digest.to_hex()
     );
+    Ok(())
+}
+
+fn cluster_init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    use authgate::state::redis::{init, InitOutcome};
+    let config = Config::load(path)?;
+    let authgate::config::State::Redis(redis) = &config.state else {
+        anyhow::bail!("{}: state.backend is not `redis`", path.display());
+    };
+    let outcome = runtime(1)?.block_on(init(redis, force))?;
+    match outcome {
+        InitOutcome::Created { epoch } => println!("initialised {}: epoch {epoch}", redis.url),
+        InitOutcome::Replaced { old, epoch } => println!(
+            "replaced epoch {old} with {epoch} at {}; every replica resyncs",
+            redis.url
+        ),
+        InitOutcome::Exists { epoch } => anyhow::bail!(
+            "{} already has epoch {epoch}; nothing changed (--force replaces it)",
+            redis.url
+        ),
+    }
     Ok(())
 }
 

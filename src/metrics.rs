@@ -34,6 +34,15 @@ pub const ROTATIONS: &str = "authgate_token_rotations_total";
 pub const TOKEN_EXPIRY: &str = "authgate_token_expiry_seconds";
 /// The state revision this replica serves.
 pub const STATE_REVISION: &str = "authgate_state_revision";
+/// 1 while this replica refuses protected routes because its Redis lease ran out (or it
+/// has not synced yet); always 0 with the file store.
+pub const STATE_FENCED: &str = "authgate_state_fenced";
+/// Lease renewals (and acknowledgements) sent to Redis, by `result` (`ok`, `failed`).
+pub const LEASE_RENEWALS: &str = "authgate_lease_renewals_total";
+/// Full state reloads from Redis (start-up, reconnection, gap, epoch change).
+pub const STATE_RESYNCS: &str = "authgate_state_resyncs_total";
+/// Seconds an admin change waited for the replicas' acknowledgements (Redis store).
+pub const ACK_WAIT: &str = "authgate_ack_wait_seconds";
 /// Seconds until the certificate a TLS listener serves expires (negative once expired),
 /// by `listener` (`proxy`, `admin`); refreshed on (re)load and at every scrape.
 pub const TLS_CERT_EXPIRY: &str = "authgate_tls_certificate_expiry_seconds";
@@ -64,6 +73,22 @@ pub fn state_revision(revision: u64) {
     gauge!(STATE_REVISION).set(revision as f64);
 }
 
+pub fn fenced(fenced: bool) {
+    gauge!(STATE_FENCED).set(if fenced { 1.0 } else { 0.0 });
+}
+
+pub fn renewal(ok: bool) {
+    counter!(LEASE_RENEWALS, "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+pub fn resync() {
+    counter!(STATE_RESYNCS).increment(1);
+}
+
+pub fn ack_wait(waited: std::time::Duration) {
+    histogram!(ACK_WAIT).record(waited.as_secs_f64());
+}
+
 pub fn rotation(tenant: &str) {
     counter!(ROTATIONS, "tenant" => tenant.to_string()).increment(1);
 }
@@ -92,6 +117,8 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full(ACK_WAIT.into()), LATENCY_BUCKETS)
                 .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();

@@ -127,6 +127,12 @@ impl Proxy {
             };
             (decision.class, decision.outcome, path)
         };
+        // Redis store: a replica whose lease ran out cannot know the current tokens (nor
+        // whether the tenant requires one), so every protected route waits. Checked
+        // after the snapshot was loaded: one clock read, no I/O.
+        if outcome.reason().is_some() && self.state.fenced() {
+            return (class, Err(GatewayError::Fenced));
+        }
         let mut limit = u64::MAX;
         match outcome {
             Outcome::Rejected(rejection) => {

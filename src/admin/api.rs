@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::token::{self, TOKEN_PREFIX};
 use crate::config::{AdminKey, Role, Tokens};
 use crate::error::{json_response, GatewayError};
-use crate::state::{Command, State, StateHandle, TenantState, TokenRecord};
+use crate::state::{Command, ReplicaAck, State, StateHandle, StoreError, TenantState, TokenRecord};
 
 /// Largest admin request body read.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -133,6 +133,7 @@ pub async fn generate(
     actor: &str,
     tenant: String,
     expires_in: u64,
+    if_match: Option<u64>,
 ) -> Result<http::Response<crate::body::Body>, GatewayError> {
     let secret = token::generate(TOKEN_PREFIX).map_err(|e| {
         tracing::error!(error = %e, "the OS random source failed");
@@ -148,35 +149,60 @@ pub async fn generate(
         tenant: tenant.clone(),
         token: record.clone(),
     };
-    apply(state, actor, cmd).await?;
+    let (after, acks) = apply(state, actor, cmd, if_match).await?;
     crate::metrics::rotation(&tenant);
-    let body = json!({
+    let mut body = json!({
         "token": secret.value,
         "token_type": "Bearer",
         "id": record.digest.id(),
         "expires_in": expires_in,
         "expires_at": rfc3339(record.expires_at_ms),
+        "revision": after.revision,
     });
+    if let Some(acks) = acks {
+        body["replicas"] = replicas(&acks);
+    }
     Ok(json_response(
         StatusCode::CREATED,
         Bytes::from(body.to_string()),
     ))
 }
 
-/// Applies `cmd` durably, writes the audit line, and returns the tenant's new state.
+/// Applies `cmd` durably (only if the tenant is at revision `if_match`, when given),
+/// writes the audit line, and returns the tenant's new state and, with the Redis store,
+/// each replica's acknowledgement.
 pub async fn apply(
     state: &StateHandle,
     actor: &str,
     cmd: Command,
-) -> Result<TenantState, GatewayError> {
+    if_match: Option<u64>,
+) -> Result<(TenantState, Option<Vec<ReplicaAck>>), GatewayError> {
     let tenant = cmd.tenant().to_string();
     let action = cmd.action();
-    let (old, new) = state.apply(cmd).await.map_err(|e| {
-        tracing::error!(error = %e, %tenant, action, "state change failed; nothing changed");
-        GatewayError::StateUnavailable
+    let (old, new) = state.apply(cmd, if_match).await.map_err(|e| {
+        match &e {
+            StoreError::Conflict { .. } => {
+                tracing::info!(error = %e, %tenant, action, "state change refused")
+            }
+            _ => tracing::error!(error = %e, %tenant, action, "state change failed"),
+        }
+        match e {
+            StoreError::Conflict { current } => GatewayError::Conflict { current },
+            StoreError::NotInitialised => GatewayError::StateNotInitialised,
+            StoreError::Uncertain(_) => GatewayError::StateUncertain,
+            StoreError::Unavailable(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
+                GatewayError::StateUnavailable
+            }
+        }
     })?;
     let fingerprint = |t: &TenantState| t.token.as_ref().map(|t| t.digest.fingerprint());
-    let after = new.tenant(&tenant);
+    let after = new.tenant;
+    if let Some(replicas) = &new.replicas {
+        for r in replicas.iter().filter(|r| !r.acknowledged) {
+            tracing::warn!(replica = %r.replica, applied = r.applied_revision, revision = new.revision,
+                "replica did not acknowledge; its lease ran out, so it refuses protected routes until it resyncs");
+        }
+    }
     tracing::info!(
         target: "audit",
         actor,
@@ -188,7 +214,43 @@ pub async fn apply(
         revision = new.revision,
         "admin change"
     );
-    Ok(after)
+    Ok((after, new.replicas))
+}
+
+/// The `replicas` field of a change's answer (Redis store only).
+pub fn replicas(acks: &[ReplicaAck]) -> Value {
+    acks.iter()
+        .map(|r| {
+            json!({
+                "replica": r.replica,
+                "applied_revision": r.applied_revision,
+                "acknowledged": r.acknowledged,
+            })
+        })
+        .collect()
+}
+
+/// `If-Match: <revision>` (quotes allowed, as for an ETag): change only a tenant still at
+/// that revision. `*` or no header: no condition.
+pub fn if_match(headers: &http::HeaderMap) -> Result<Option<u64>, GatewayError> {
+    let mut values = headers.get_all(http::header::IF_MATCH).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = || invalid("If-Match", "must be one tenant revision, e.g. If-Match: 7");
+    if values.next().is_some() {
+        return Err(bad());
+    }
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    text.parse().map(Some).map_err(|_| bad())
 }
 
 async fn read_object(body: Incoming, empty_ok: bool) -> Result<Map<String, Value>, GatewayError> {
@@ -238,6 +300,12 @@ pub fn now_ms() -> u64 {
 fn rfc3339(ms: u64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// RFC 3339 with milliseconds (lease deadlines, where a second is most of a lease).
+pub fn rfc3339_ms(ms: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 #[cfg(test)]

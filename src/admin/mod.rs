@@ -10,6 +10,7 @@
 //! - `POST /admin/v1/tenants/{tenant}/token` (approver): generate, optional `{"expires_in": s}`;
 //! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke;
 //! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
+//! - `GET /admin/v1/cluster` (viewer): the Redis epoch, revision and replicas' leases;
 //! - `POST /admin/v1/reload-tls` (approver): re-read the TLS certificates ([`reload`]);
 //! - `GET /admin/ui/…` (no key): the admin web page ([`ui`]); `/admin/` redirects there.
 //!
@@ -67,6 +68,7 @@ enum Route {
     Ui,
     UiRedirect,
     ReloadTls,
+    Cluster,
 }
 
 impl Route {
@@ -78,6 +80,7 @@ impl Route {
             | Route::Tenants
             | Route::Tenant
             | Route::WhoAmI
+            | Route::Cluster
             | Route::Ui
             | Route::UiRedirect => &[Method::GET, Method::HEAD],
             Route::Settings => &[Method::PUT],
@@ -126,6 +129,7 @@ impl Admin {
             ("/admin/v1/tenants/{tenant}/settings", Route::Settings),
             ("/admin/v1/tenants/{tenant}/token", Route::Token),
             ("/admin/v1/whoami", Route::WhoAmI),
+            ("/admin/v1/cluster", Route::Cluster),
             ("/admin/v1/reload-tls", Route::ReloadTls),
             ("/admin", Route::UiRedirect),
             ("/admin/", Route::UiRedirect),
@@ -166,6 +170,10 @@ impl Admin {
         let asset = matched.params.get("asset").unwrap_or_default().to_string();
         match route {
             Route::Health => Ok(status_json(StatusCode::OK, r#"{"status":"ok"}"#)),
+            Route::Ready if self.state.fenced() => Ok(status_json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"status":"fenced"}"#,
+            )),
             Route::Ready if self.readiness.is_ready() => {
                 Ok(status_json(StatusCode::OK, r#"{"status":"ready"}"#))
             }
@@ -193,6 +201,14 @@ impl Admin {
             }
             Route::Ui => ui::asset(&asset).ok_or(GatewayError::NotFound),
             Route::UiRedirect => Ok(ui::redirect()),
+            Route::Cluster => {
+                self.authorize(&req, Role::Viewer)?;
+                let status = self.state.cluster().await.map_err(|e| {
+                    tracing::warn!(error = %e, "cluster status unavailable");
+                    GatewayError::StateUnavailable
+                })?;
+                Ok(ok_json(&status))
+            }
             Route::Tenants => {
                 self.authorize(&req, Role::Viewer)?;
                 Ok(ok_json(&api::list(&self.state.snapshot().state)))
@@ -206,25 +222,32 @@ impl Admin {
             Route::Settings => {
                 let actor = self.authorize(&req, Role::Approver)?;
                 let tenant = api::tenant_name(&tenant.unwrap_or_default(), self.case_insensitive)?;
+                let if_match = api::if_match(req.headers())?;
                 let require = api::parse_settings(req.into_body()).await?;
                 let cmd = Command::SetRequireAuthentication {
                     tenant: tenant.clone(),
                     require,
                 };
-                let after = api::apply(&self.state, &actor, cmd).await?;
-                Ok(ok_json(&api::document(&tenant, &after)))
+                let (after, acks) = api::apply(&self.state, &actor, cmd, if_match).await?;
+                let mut doc = api::document(&tenant, &after);
+                if let Some(acks) = acks {
+                    doc["replicas"] = api::replicas(&acks);
+                }
+                Ok(ok_json(&doc))
             }
             Route::Token => {
                 let actor = self.authorize(&req, Role::Approver)?;
                 let tenant = api::tenant_name(&tenant.unwrap_or_default(), self.case_insensitive)?;
+                let if_match = api::if_match(req.headers())?;
                 if req.method() == Method::DELETE {
-                    api::apply(&self.state, &actor, Command::RevokeToken { tenant }).await?;
+                    let cmd = Command::RevokeToken { tenant };
+                    api::apply(&self.state, &actor, cmd, if_match).await?;
                     let mut response = Response::new(Body::empty());
                     *response.status_mut() = StatusCode::NO_CONTENT;
                     return Ok(response);
                 }
                 let expires_in = api::parse_expires_in(req.into_body(), &self.tokens).await?;
-                api::generate(&self.state, &actor, tenant, expires_in).await
+                api::generate(&self.state, &actor, tenant, expires_in, if_match).await
             }
         }
     }

@@ -127,6 +127,25 @@ pub struct Limits {
 pub enum State {
     /// One JSON file, already resolved against the config file's folder.
     File { path: PathBuf },
+    /// Shared by several replicas through Redis (`state.redis`).
+    Redis(RedisState),
+}
+
+/// `state.redis`: where the shared state lives and the lease protocol's timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisState {
+    /// `redis://[user:password@]host:port[/db]` or `unix:///path`.
+    pub url: String,
+    /// Every key is `{key_prefix}:…` (one hash tag, so Redis Cluster keeps them together).
+    pub key_prefix: String,
+    /// How long a renewed lease lets this replica serve protected routes.
+    pub lease: Duration,
+    /// How often the lease is renewed.
+    pub heartbeat: Duration,
+    /// Longest a change waits for the replicas' acknowledgements.
+    pub ack_timeout: Duration,
+    /// This replica's name in leases and acknowledgements.
+    pub replica: String,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -107,6 +107,18 @@ pub(super) struct RawLimits {
 pub(super) struct RawState {
     pub backend: Option<String>,
     pub path: Option<String>,
+    pub redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRedis {
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub lease: Option<Value>,
+    pub heartbeat: Option<Value>,
+    pub ack_timeout: Option<Value>,
+    pub replica: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,7 +23,9 @@ fn minimal_file_gets_every_default() {
     assert_eq!(c.limits.max_header_bytes, 65536);
     assert_eq!(c.limits.max_body_bytes, 52_428_800);
     assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
-    let State::File { path } = &c.state;
+    let State::File { path } = &c.state else {
+        panic!("file is the default backend")
+    };
     assert_eq!(path, Path::new("/etc/authgate/data/state.json"));
 }
 
@@ -150,4 +152,44 @@ fn admin_keys_need_a_digest_and_a_role() {
         .keys
     );
     assert!(!debug.contains(&digest), "digests stay out of Debug output");
+}
+
+#[test]
+fn redis_state_gets_defaults_and_its_timing_is_checked() {
+    let c = parse(
+        "upstream: { url: \"http://127.0.0.1:8081\" }\nstate:\n  backend: redis\n  redis: { url: \"redis://127.0.0.1:6379\", replica: gw-1 }\n",
+    )
+    .unwrap();
+    let State::Redis(redis) = &c.state else {
+        panic!("redis backend")
+    };
+    assert_eq!(redis.key_prefix, "authgate");
+    assert_eq!(redis.lease, Duration::from_millis(1500));
+    assert_eq!(redis.heartbeat, Duration::from_millis(250));
+    assert_eq!(redis.ack_timeout, Duration::from_millis(2000));
+    assert_eq!(redis.replica, "gw-1");
+
+    let text = "\
+upstream: { url: \"http://127.0.0.1:8081\" }
+state:
+  backend: redis
+  redis:
+    lease: 500ms
+    heartbeat: 200ms
+    key_prefix: \"a{b}\"
+";
+    let problems = parse(text).unwrap_err();
+    let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"state.redis"), "url required: {problems:?}");
+    assert!(keys.contains(&"state.redis.lease"), "{problems:?}");
+    assert!(keys.contains(&"state.redis.key_prefix"), "{problems:?}");
+    let lease = problems
+        .iter()
+        .find(|p| p.key == "state.redis.lease")
+        .unwrap();
+    assert_eq!(lease.line, Some(5), "{lease}");
+    let stray =
+        parse("upstream: { url: \"http://x:1\" }\nstate:\n  redis: { url: \"redis://h:1\" }\n")
+            .unwrap_err();
+    assert_eq!(stray[0].key, "state.redis", "{stray:?}");
 }

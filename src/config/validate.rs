@@ -95,6 +95,8 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
     }
     let limits = limits(raw.limits, p);
     let shutdown_timeout = duration(raw.shutdown_timeout, "30s", &["shutdown_timeout"], p);
+    let raw_redis = raw.state.redis;
+    let had_redis = raw_redis.is_some();
     let state = match raw.state.backend.as_deref().unwrap_or("file") {
         "file" => {
             let relative = Path::new(raw.state.path.as_deref().unwrap_or("./data/state.json"));
@@ -106,12 +108,23 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
                 .collect();
             State::File { path }
         }
+        "redis" => {
+            if raw.state.path.is_some() {
+                let msg = "`path` is for backend `file`; remove it".to_string();
+                p.push(&path(&["state", "path"]), msg);
+            }
+            State::Redis(redis_state(raw_redis.unwrap_or_default(), p))
+        }
         other => {
-            let msg = format!("unknown backend `{other}`; expected `file`");
+            let msg = format!("unknown backend `{other}`; expected `file` or `redis`");
             p.push(&path(&["state", "backend"]), msg);
             State::File { path: base.into() }
         }
     };
+    if had_redis && !matches!(state, State::Redis(_)) {
+        let msg = "settings for backend `redis`, but `state.backend` is not `redis`".into();
+        p.push(&path(&["state", "redis"]), msg);
+    }
     let admin = Admin {
         keys: admin_keys(raw.admin.keys, p),
     };
@@ -376,4 +389,73 @@ fn admin_keys(raw: Vec<super::raw::RawAdminKey>, p: &mut Problems<'_>) -> Vec<Ad
         keys.push(AdminKey { name, role, sha256 });
     }
     keys
+}
+
+/// `state.redis`: the URL is required; the lease must outlast several heartbeats (a
+/// replica keeps serving through a missed renewal or two) and the writers' wait.
+fn redis_state(raw: super::raw::RawRedis, p: &mut Problems<'_>) -> RedisState {
+    let at = |key: &str| path(&["state", "redis", key]);
+    let url = match raw.url {
+        None => {
+            p.push(&path(&["state", "redis"]), "`url` is required".into());
+            String::new()
+        }
+        Some(url) => {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                let msg = format!("`{url}` is not a Redis URL ({e}); expected redis://host:port");
+                p.push(&at("url"), msg);
+            }
+            url
+        }
+    };
+    let key_prefix = raw.key_prefix.unwrap_or_else(|| "authgate".into());
+    let plain = |c: char| c.is_ascii_graphic() && !matches!(c, '{' | '}');
+    if key_prefix.is_empty() || !key_prefix.chars().all(plain) {
+        let msg = "use printable characters without spaces, `{` or `}`".into();
+        p.push(&at("key_prefix"), msg);
+    }
+    let lease = duration(raw.lease, "1500ms", &["state", "redis", "lease"], p);
+    let heartbeat = duration(raw.heartbeat, "250ms", &["state", "redis", "heartbeat"], p);
+    if lease <= heartbeat * 3 {
+        let msg = format!(
+            "must be longer than three heartbeats ({})",
+            humantime::format_duration(heartbeat * 3)
+        );
+        p.push(&at("lease"), msg);
+    }
+    let ack_timeout = match raw.ack_timeout {
+        None => lease + Duration::from_millis(500),
+        some => duration(some, "2s", &["state", "redis", "ack_timeout"], p),
+    };
+    if ack_timeout < lease {
+        let msg = "must be at least `lease`: a writer waits out a silent replica's lease".into();
+        p.push(&at("ack_timeout"), msg);
+    }
+    let replica = raw.replica.unwrap_or_else(default_replica_name);
+    let plain = |c: char| c.is_ascii_graphic();
+    if replica.is_empty() || replica.len() > 128 || !replica.chars().all(plain) {
+        let msg = "use 1 to 128 printable characters without spaces".into();
+        p.push(&at("replica"), msg);
+    }
+    RedisState {
+        url,
+        key_prefix,
+        lease,
+        heartbeat,
+        ack_timeout,
+        replica,
+    }
+}
+
+/// `hostname-pid-random`: unique per process, readable in `/admin/v1/cluster`.
+fn default_replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "authgate".into());
+    let mut random = [0u8; 3];
+    let _ = getrandom::fill(&mut random);
+    format!("{host}-{}-{}", std::process::id(), hex::encode(random))
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Command, State, StateStore, StoreError, TenantState, TokenRecord};
+use super::{Applied, BoxFuture, Command, State, StateStore, StoreError, TenantState, TokenRecord};
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -69,7 +69,11 @@ impl StateStore for FileStore {
         })
     }
 
-    fn apply(&self, cmd: Command) -> BoxFuture<'_, Result<State, StoreError>> {
+    fn apply(
+        &self,
+        cmd: Command,
+        if_match: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, StoreError>> {
         Box::pin(async move {
             let mut current = self.current.lock().await;
             let base = match current.as_ref() {
@@ -81,6 +85,12 @@ impl StateStore for FileStore {
                         .map_err(|e| self.io_error(std::io::Error::other(e)))??
                 }
             };
+            let tenant_revision = base.tenant(cmd.tenant()).revision;
+            if if_match.is_some_and(|expected| expected != tenant_revision) {
+                return Err(StoreError::Conflict {
+                    current: tenant_revision,
+                });
+            }
             let next = base.apply(&cmd);
             let path = self.path.clone();
             let bytes = encode(&next);
@@ -89,7 +99,12 @@ impl StateStore for FileStore {
                 .map_err(|e| self.io_error(std::io::Error::other(e)))?
                 .map_err(|e| self.io_error(e))?;
             *current = Some(next.clone());
-            Ok(next)
+            Ok(Applied {
+                revision: next.revision,
+                tenant: next.tenant(cmd.tenant()),
+                state: Some(next),
+                replicas: None,
+            })
         })
     }
 }
@@ -204,19 +219,36 @@ mod tests {
                 expires_at_ms: 20,
             };
             store
-                .apply(Command::SetToken {
-                    tenant: "acme".into(),
-                    token: token.clone(),
-                })
+                .apply(
+                    Command::SetToken {
+                        tenant: "acme".into(),
+                        token: token.clone(),
+                    },
+                    None,
+                )
                 .await
                 .unwrap();
             let written = store
-                .apply(Command::SetRequireAuthentication {
-                    tenant: "acme".into(),
-                    require: true,
-                })
+                .apply(
+                    Command::SetRequireAuthentication {
+                        tenant: "acme".into(),
+                        require: true,
+                    },
+                    Some(1),
+                )
                 .await
+                .unwrap()
+                .state
                 .unwrap();
+            let conflict = store
+                .apply(
+                    Command::RevokeToken {
+                        tenant: "acme".into(),
+                    },
+                    Some(1),
+                )
+                .await;
+            assert!(matches!(conflict, Err(StoreError::Conflict { current: 2 })));
             let reopened = FileStore::new(path.clone()).load().await.unwrap();
             assert_eq!(reopened, written);
             assert_eq!(reopened.tenant("acme").token, Some(token));

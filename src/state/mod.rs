@@ -8,20 +8,24 @@
 //!
 //! Stores implement one trait with boxed futures, so a deployment picks one at run
 //! time; an external store (Redis, for several replicas) pushes states it learns of
-//! through [`StateHandle::publish`], which never moves the snapshot backwards.
+//! through [`StateHandle::publish`], which never moves the snapshot backwards, and
+//! holds a [`Fence`] the request path consults before serving protected routes.
 
+pub mod fence;
 pub mod file;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 use metrics::Counter;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::token::Digest;
+pub use fence::Fence;
 
 /// A boxed future, so that [`StateStore`] can be a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -114,9 +118,46 @@ impl State {
     }
 }
 
+/// What a store reports about one applied change.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The deployment revision the change created.
+    pub revision: u64,
+    /// The tenant's state after the change.
+    pub tenant: TenantState,
+    /// The whole state to swap in; `None` when the store swaps states in itself
+    /// (Redis: the replica loop applies every revision in order).
+    pub state: Option<State>,
+    /// Redis: every replica that held a lease, and whether it acknowledged the change.
+    pub replicas: Option<Vec<ReplicaAck>>,
+}
+
+/// One replica's answer to a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaAck {
+    pub replica: String,
+    /// The highest revision it acknowledged.
+    pub applied_revision: u64,
+    /// Whether that covers the change; a replica that did not has let its lease run out
+    /// (and refuses protected routes) by the time the writer returns.
+    pub acknowledged: bool,
+}
+
 /// Why the state could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// `If-Match` named another revision than the tenant's current one.
+    #[error("the tenant is at revision {current}, not the one named in If-Match")]
+    Conflict { current: u64 },
+    /// Redis holds no epoch: it lost its data (or was never initialised).
+    #[error("the Redis state is not initialised (no epoch); run `authgate cluster init`")]
+    NotInitialised,
+    /// Redis refused or could not be reached; nothing changed.
+    #[error("redis: {0}")]
+    Unavailable(String),
+    /// Redis did not answer in time: the change may still be applied.
+    #[error("redis did not answer in time: {0}")]
+    Uncertain(String),
     #[error("state file {path}: {problem}")]
     Corrupt { path: String, problem: String },
     #[error("state file {path}: {source}")]
@@ -132,8 +173,34 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     /// Reads the current state (at start-up, and to resync).
     fn load(&self) -> BoxFuture<'_, Result<State, StoreError>>;
     /// Applies `cmd` on top of the store's current state, durably, and returns the result.
-    /// On error nothing has changed.
-    fn apply(&self, cmd: Command) -> BoxFuture<'_, Result<State, StoreError>>;
+    /// With `if_match`, only if the tenant's revision is that one ([`StoreError::Conflict`]).
+    /// On error nothing has changed (except [`StoreError::Uncertain`]).
+    fn apply(
+        &self,
+        cmd: Command,
+        if_match: Option<u64>,
+    ) -> BoxFuture<'_, Result<Applied, StoreError>>;
+
+    /// The fence of a store shared by several replicas; `None`: always serve.
+    fn fence(&self) -> Option<&Fence> {
+        None
+    }
+
+    /// `GET /admin/v1/cluster`.
+    fn cluster(&self) -> BoxFuture<'_, Result<serde_json::Value, StoreError>> {
+        Box::pin(async { Ok(serde_json::json!({ "backend": "file" })) })
+    }
+
+    /// Starts the store's background work (Redis: the replica loop), which publishes
+    /// into `handle` until `shutdown` fires.
+    fn start(
+        &self,
+        handle: Weak<StateHandle>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = (handle, shutdown);
+        None
+    }
 }
 
 /// Auth outcome counters of one tenant, resolved once per snapshot.
@@ -186,14 +253,21 @@ impl StateHandle {
         self.snapshot.load()
     }
 
-    /// Makes `cmd` durable, then swaps the new snapshot in before returning. Returns the
-    /// tenant's state before the change and the whole state after it.
-    pub async fn apply(&self, cmd: Command) -> Result<(TenantState, State), StoreError> {
+    /// Makes `cmd` durable, then swaps the new snapshot in before returning (Redis:
+    /// waits for the replicas' acknowledgements). Returns the tenant's state before the
+    /// change and what the store reported.
+    pub async fn apply(
+        &self,
+        cmd: Command,
+        if_match: Option<u64>,
+    ) -> Result<(TenantState, Applied), StoreError> {
         let _writer = self.writer.lock().await;
         let before = self.snapshot.load().state.tenant(cmd.tenant());
-        let state = self.store.apply(cmd).await?;
-        self.publish(state.clone());
-        Ok((before, state))
+        let applied = self.store.apply(cmd, if_match).await?;
+        if let Some(state) = &applied.state {
+            self.publish(state.clone());
+        }
+        Ok((before, applied))
     }
 
     /// Swaps in `state` unless the current snapshot is already as new.
@@ -203,6 +277,31 @@ impl StateHandle {
             crate::metrics::state_revision(state.revision);
             self.snapshot.store(Arc::new(Snapshot::new(state)));
         }
+    }
+
+    /// Swaps in `state` whatever its revision: the store started over (Redis re-initialised
+    /// under a new epoch, so revisions restarted).
+    pub fn replace(&self, state: State) {
+        crate::metrics::state_revision(state.revision);
+        self.snapshot.store(Arc::new(Snapshot::new(state)));
+    }
+
+    /// Whether protected routes must be refused now (one clock read; never I/O).
+    pub fn fenced(&self) -> bool {
+        self.store.fence().is_some_and(Fence::is_fenced)
+    }
+
+    /// Starts the store's background work; see [`StateStore::start`].
+    pub fn start(
+        self: &Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.store.start(Arc::downgrade(self), shutdown)
+    }
+
+    /// `GET /admin/v1/cluster`.
+    pub async fn cluster(&self) -> Result<serde_json::Value, StoreError> {
+        self.store.cluster().await
     }
 }
 

@@ -261,6 +261,7 @@ pub fn have_tool(name: &str, version_arg: &str) -> bool {
 }
 
 pub mod admin;
+pub mod redis;
 pub mod tls;
 
 pub mod scripted;

@@ -1,0 +1,79 @@
+//! The fence: until when this replica may serve protected routes.
+//!
+//! A replica holding a lease in Redis may answer protected routes only while its own
+//! monotonic clock is inside that lease, minus a safety margin. The lease protocol
+//! (`state::redis`) moves the instant forward after each successful renewal and back to
+//! zero when it learns it is stale; the request path only compares it with a clock
+//! read: one atomic load, no lock, no I/O.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// "Serve protected routes until" as milliseconds on a process-local monotonic clock.
+#[derive(Debug)]
+pub struct Fence {
+    origin: Instant,
+    /// Milliseconds since `origin`; 0 means fenced now.
+    until_ms: AtomicU64,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence::new()
+    }
+}
+
+impl Fence {
+    /// A fence that is closed until the first [`Fence::open_until`].
+    pub fn new() -> Fence {
+        Fence {
+            origin: Instant::now(),
+            until_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    /// Whether protected routes must be refused now.
+    pub fn is_fenced(&self) -> bool {
+        self.ms(Instant::now()) >= self.until_ms.load(Ordering::Acquire)
+    }
+
+    /// Serve until `sent + valid`: `sent` is when the renewal that granted the lease was
+    /// sent (before Redis read its clock), so the local window ends no later than the
+    /// lease Redis recorded.
+    pub fn open_until(&self, sent: Instant, valid: Duration) {
+        let until = self.ms(sent + valid);
+        self.until_ms.store(until, Ordering::Release);
+    }
+
+    /// Refuse protected routes from now on (until the next renewal).
+    pub fn close(&self) {
+        self.until_ms.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_until_opened_and_closed_again_on_demand() {
+        let fence = Fence::new();
+        assert!(fence.is_fenced(), "closed before the first lease");
+        fence.open_until(Instant::now(), Duration::from_secs(60));
+        assert!(!fence.is_fenced());
+        fence.close();
+        assert!(fence.is_fenced());
+        fence.open_until(
+            Instant::now() - Duration::from_secs(2),
+            Duration::from_secs(1),
+        );
+        assert!(
+            fence.is_fenced(),
+            "a lease that already ran out does not open it"
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! The replica loop: keeps this process's snapshot equal to Redis's, acknowledges every
+//! revision it applies, and holds the lease that lets it serve protected routes.
+//!
+//! Session: subscribe to the change channel, THEN load a snapshot (so no change can fall
+//! between the two), THEN renew the lease (which Redis refuses if a change landed in
+//! between: the replica catches up first). Then, until the subscription breaks: on a
+//! change message or a refused renewal, read the log after the applied revision and
+//! apply it strictly in order (a gap or an epoch change is a full resync), publish the
+//! new snapshot, then acknowledge; renew every heartbeat. Messages only wake the loop
+//! up; a lost one is found by the next renewal, which Redis refuses while behind.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{int, tenant, text, Reply};
+use super::Inner;
+use crate::state::{State, StateHandle, StoreError};
+
+/// Why a session ended.
+enum End {
+    Shutdown,
+    /// Start over (reconnect and resync) after a pause.
+    Retry(String),
+}
+
+/// What this replica holds.
+struct Local {
+    epoch: Option<String>,
+    state: State,
+}
+
+pub(super) async fn run(inner: Arc<Inner>, handle: Weak<StateHandle>, shutdown: CancellationToken) {
+    let mut local = Local {
+        epoch: None,
+        state: State::default(),
+    };
+    crate::metrics::fenced(true);
+    loop {
+        match session(&inner, &handle, &mut local, &shutdown).await {
+            End::Shutdown => break,
+            End::Retry(why) => {
+                tracing::warn!(replica = %inner.settings.replica, "state sync: {why}; retrying");
+                crate::metrics::fenced(inner.fence.is_fenced());
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(inner.settings.heartbeat) => {}
+                }
+            }
+        }
+    }
+    // Leaving: stop serving protected routes first, then tell writers not to wait for us.
+    inner.fence.close();
+    crate::metrics::fenced(true);
+    let mut leave = ::redis::pipe();
+    leave
+        .cmd("ZREM")
+        .arg(&inner.keys.leases)
+        .arg(&inner.settings.replica)
+        .cmd("HDEL")
+        .arg(&inner.keys.acks)
+        .arg(&inner.settings.replica);
+    if let Ok(mut conn) = inner.replica.get().await {
+        let _ = tokio::time::timeout(
+            inner.settings.heartbeat,
+            leave.query_async::<::redis::Value>(&mut conn),
+        )
+        .await;
+    }
+}
+
+async fn session(
+    inner: &Inner,
+    handle: &Weak<StateHandle>,
+    local: &mut Local,
+    shutdown: &CancellationToken,
+) -> End {
+    let heartbeat = inner.settings.heartbeat;
+    let subscribe = async {
+        let mut pubsub = inner.client.get_async_pubsub().await?;
+        pubsub.subscribe(&inner.keys.changes).await?;
+        Ok::<_, ::redis::RedisError>(pubsub.into_on_message())
+    };
+    let mut messages = match tokio::time::timeout(heartbeat * 2, subscribe).await {
+        Ok(Ok(messages)) => messages,
+        Ok(Err(e)) => return End::Retry(format!("cannot subscribe: {e}")),
+        Err(_) => return End::Retry("subscribing timed out".into()),
+    };
+    if let Err(end) = resync(inner, handle, local).await {
+        return end;
+    }
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let woke_by_change = tokio::select! {
+            _ = shutdown.cancelled() => return End::Shutdown,
+            message = messages.next() => match message {
+                None => return End::Retry("the change subscription was lost".into()),
+                Some(message) => {
+                    let rev = message.get_payload::<u64>().unwrap_or(u64::MAX);
+                    if rev <= local.state.revision {
+                        continue;
+                    }
+                    true
+                }
+            },
+            _ = tick.tick() => false,
+        };
+        if woke_by_change {
+            if let Err(end) = catch_up(inner, handle, local).await {
+                return end;
+            }
+        }
+        if let Err(end) = renew(inner, handle, local).await {
+            return end;
+        }
+    }
+}
+
+/// Loads the whole state and publishes it.
+async fn resync(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> Result<(), End> {
+    crate::metrics::resync();
+    let keys = &inner.keys;
+    let mut invocation = inner.scripts.snapshot.prepare_invoke();
+    invocation
+        .key(&keys.epoch)
+        .key(&keys.rev)
+        .key(&keys.tenants)
+        .arg(&keys.tenant_prefix);
+    let reply = call(inner, &invocation).await?;
+    if reply.tag() == "noepoch" {
+        return Err(no_epoch(inner));
+    }
+    let epoch = text(reply.get(1)).map_err(retry)?;
+    let mut state = State {
+        revision: int(reply.get(2)).map_err(retry)?,
+        ..State::default()
+    };
+    for t in reply.rest(3).chunks(6) {
+        let field = |i: usize| text(t.get(i));
+        let revision = int(t.get(5)).map_err(retry)?;
+        let tenant = tenant(
+            &field(1).map_err(retry)?,
+            &field(2).map_err(retry)?,
+            &field(3).map_err(retry)?,
+            &field(4).map_err(retry)?,
+            revision,
+        )
+        .map_err(retry)?;
+        state.tenants.insert(field(0).map_err(retry)?, tenant);
+    }
+    let handle = handle.upgrade().ok_or(End::Shutdown)?;
+    if local.epoch.as_deref() != Some(epoch.as_str()) || state.revision < local.state.revision {
+        if local.epoch.is_some() {
+            tracing::warn!(%epoch, revision = state.revision, "the Redis state started over (new epoch); replacing the local state");
+        }
+        handle.replace(state.clone());
+    } else {
+        handle.publish(state.clone());
+    }
+    local.epoch = Some(epoch);
+    local.state = state;
+    Ok(())
+}
+
+/// Applies the log entries after the local revision, in order; a gap means a resync.
+async fn catch_up(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> Result<(), End> {
+    let keys = &inner.keys;
+    let from = local.state.revision + 1;
+    let mut invocation = inner.scripts.catchup.prepare_invoke();
+    invocation
+        .key(&keys.epoch)
+        .key(&keys.rev)
+        .key(&keys.log)
+        .arg(from);
+    let reply = call(inner, &invocation).await?;
+    if reply.tag() == "noepoch" {
+        return Err(no_epoch(inner));
+    }
+    let epoch = text(reply.get(1)).map_err(retry)?;
+    let current = int(reply.get(2)).map_err(retry)?;
+    if local.epoch.as_deref() != Some(epoch.as_str()) || current < local.state.revision {
+        inner.fence.close();
+        return resync(inner, handle, local).await;
+    }
+    if current == local.state.revision {
+        return Ok(());
+    }
+    let mut next = local.state.clone();
+    for entry in reply.rest(3).chunks(6) {
+        let id = text(entry.first()).map_err(retry)?;
+        let rev: u64 = id
+            .strip_suffix("-0")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        if rev != next.revision + 1 {
+            break;
+        }
+        let field = |i: usize| text(entry.get(i));
+        let tenant = tenant(
+            &field(2).map_err(retry)?,
+            &field(3).map_err(retry)?,
+            &field(4).map_err(retry)?,
+            &field(5).map_err(retry)?,
+            rev,
+        )
+        .map_err(retry)?;
+        next.tenants.insert(field(1).map_err(retry)?, tenant);
+        next.revision = rev;
+    }
+    if next.revision != current {
+        // The log no longer holds every revision we missed (trimmed, or more than one
+        // read's worth): take the whole state instead of serving a skipped revision.
+        tracing::info!(
+            applied = local.state.revision,
+            current,
+            "change log gap; resyncing"
+        );
+        return resync(inner, handle, local).await;
+    }
+    handle.upgrade().ok_or(End::Shutdown)?.publish(next.clone());
+    local.state = next;
+    Ok(())
+}
+
+/// Acknowledges the local revision and renews the lease; a refusal because we are
+/// behind catches up once and tries again.
+async fn renew(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> Result<(), End> {
+    for attempt in 0..2 {
+        let keys = &inner.keys;
+        let mut invocation = inner.scripts.renew.prepare_invoke();
+        invocation
+            .key(&keys.epoch)
+            .key(&keys.rev)
+            .key(&keys.leases)
+            .key(&keys.acks)
+            .arg(&inner.settings.replica)
+            .arg(local.epoch.as_deref().unwrap_or(""))
+            .arg(local.state.revision)
+            .arg(inner.settings.lease.as_millis() as u64)
+            .arg(&keys.acked);
+        let sent = Instant::now();
+        let reply = match inner.replica.run(&invocation).await.and_then(Reply::parse) {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The lease runs out by itself; nothing to undo.
+                crate::metrics::renewal(false);
+                crate::metrics::fenced(inner.fence.is_fenced());
+                tracing::debug!(error = %e, "lease renewal failed");
+                return Ok(());
+            }
+        };
+        match reply.tag() {
+            "ok" => {
+                // Serve until the lease Redis recorded, minus one heartbeat of margin:
+                // `sent` is before Redis read its clock, so this ends earlier still.
+                let margin = inner.settings.heartbeat;
+                inner
+                    .fence
+                    .open_until(sent, inner.settings.lease.saturating_sub(margin));
+                crate::metrics::renewal(true);
+                crate::metrics::fenced(false);
+                return Ok(());
+            }
+            "behind" if attempt == 0 => {
+                crate::metrics::renewal(false);
+                catch_up(inner, handle, local).await?;
+            }
+            "behind" => {
+                crate::metrics::renewal(false);
+                return Ok(());
+            }
+            "epoch" => {
+                crate::metrics::renewal(false);
+                inner.fence.close();
+                crate::metrics::fenced(true);
+                return Err(End::Retry("the epoch changed".into()));
+            }
+            _ => {
+                crate::metrics::renewal(false);
+                return Err(no_epoch(inner));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn call(inner: &Inner, invocation: &::redis::ScriptInvocation<'_>) -> Result<Reply, End> {
+    inner
+        .replica
+        .run(invocation)
+        .await
+        .and_then(Reply::parse)
+        .map_err(retry)
+}
+
+fn retry(e: StoreError) -> End {
+    End::Retry(e.to_string())
+}
+
+/// Redis lost its data (or was never initialised): refuse protected routes until an
+/// operator runs `authgate cluster init`, never fall back to "authentication off".
+fn no_epoch(inner: &Inner) -> End {
+    inner.fence.close();
+    crate::metrics::fenced(true);
+    End::Retry("Redis holds no epoch (empty or never initialised); protected routes refuse until `authgate cluster init`".into())
+}

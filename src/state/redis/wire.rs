@@ -1,0 +1,146 @@
+//! Decoding the Lua scripts' replies (flat arrays of strings and integers).
+
+use ::redis::Value;
+
+use crate::auth::token::Digest;
+use crate::state::{StoreError, TenantState, TokenRecord};
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("unexpected reply from Redis: {what}"))
+}
+
+/// A script's array reply.
+#[derive(Debug)]
+pub struct Reply(pub Vec<Value>);
+
+impl Reply {
+    pub fn parse(value: Value) -> Result<Reply, StoreError> {
+        match value {
+            Value::Array(items) | Value::Set(items) => Ok(Reply(items)),
+            Value::ServerError(e) => Err(StoreError::Unavailable(format!("{e:?}"))),
+            other => Err(bad(&format!("{other:?}"))),
+        }
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Value> {
+        self.0.get(i)
+    }
+
+    /// The first element, naming the outcome (`ok`, `noepoch`, …).
+    pub fn tag(&self) -> &str {
+        match self.0.first() {
+            Some(Value::BulkString(b)) => std::str::from_utf8(b).unwrap_or(""),
+            Some(Value::SimpleString(s)) => s,
+            _ => "",
+        }
+    }
+
+    /// Elements from `from` on.
+    pub fn rest(&self, from: usize) -> &[Value] {
+        self.0.get(from..).unwrap_or(&[])
+    }
+}
+
+pub fn text(value: Option<&Value>) -> Result<String, StoreError> {
+    match value {
+        Some(Value::BulkString(b)) => String::from_utf8(b.clone()).map_err(|_| bad("not UTF-8")),
+        Some(Value::SimpleString(s)) => Ok(s.clone()),
+        Some(Value::Int(i)) => Ok(i.to_string()),
+        Some(Value::Okay) => Ok("OK".into()),
+        other => Err(bad(&format!("expected text, got {other:?}"))),
+    }
+}
+
+/// A non-negative integer, sent as an integer or as digits (scores may come as `1e+12`
+/// style doubles, hence the float fallback).
+pub fn int(value: Option<&Value>) -> Result<u64, StoreError> {
+    match value {
+        Some(Value::Int(i)) if *i >= 0 => Ok(*i as u64),
+        Some(Value::Double(d)) if *d >= 0.0 => Ok(*d as u64),
+        Some(_) => {
+            let s = text(value)?;
+            s.parse::<u64>()
+                .or_else(|_| s.parse::<f64>().map(|f| f as u64))
+                .map_err(|_| bad(&format!("expected a number, got {s:?}")))
+        }
+        None => Err(bad("missing element")),
+    }
+}
+
+/// `[name, number, name, number, …]` (ZRANGE WITHSCORES, HGETALL) as pairs.
+pub fn pairs(value: Option<&Value>) -> Result<Vec<(String, u64)>, StoreError> {
+    let items = match value {
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(Value::Map(map)) => {
+            return map
+                .iter()
+                .map(|(k, v)| Ok((text(Some(k))?, int(Some(v))?)))
+                .collect()
+        }
+        Some(Value::Nil) | None => &[],
+        other => return Err(bad(&format!("expected pairs, got {other:?}"))),
+    };
+    items
+        .chunks(2)
+        .map(|pair| Ok((text(pair.first())?, int(pair.get(1))?)))
+        .collect()
+}
+
+/// A tenant from its stored fields; an empty `sha256` means no token.
+pub fn tenant(
+    require: &str,
+    sha256: &str,
+    created_ms: &str,
+    expires_ms: &str,
+    revision: u64,
+) -> Result<TenantState, StoreError> {
+    let token = if sha256.is_empty() {
+        None
+    } else {
+        let digest = Digest::from_hex(sha256).ok_or_else(|| bad("token digest"))?;
+        let ms = |s: &str| s.parse::<u64>().map_err(|_| bad("token time"));
+        Some(TokenRecord {
+            digest,
+            created_at_ms: ms(created_ms)?,
+            expires_at_ms: ms(expires_ms)?,
+        })
+    };
+    Ok(TenantState {
+        require_authentication: require == "1",
+        token,
+        revision,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_decode_with_and_without_a_token() {
+        let t = tenant("1", &"ab".repeat(32), "10", "20", 7).unwrap();
+        assert!(t.require_authentication);
+        assert_eq!(t.token.unwrap().expires_at_ms, 20);
+        assert_eq!(t.revision, 7);
+        let t = tenant("0", "", "", "", 3).unwrap();
+        assert_eq!(t.token, None);
+        assert!(
+            tenant("1", "zz", "1", "2", 1).is_err(),
+            "bad digest refused"
+        );
+    }
+
+    #[test]
+    fn scores_as_text_or_doubles_are_numbers() {
+        let v = Value::Array(vec![
+            Value::BulkString(b"a".to_vec()),
+            Value::BulkString(b"1717000000123".to_vec()),
+            Value::BulkString(b"b".to_vec()),
+            Value::Double(5.0),
+        ]);
+        assert_eq!(
+            pairs(Some(&v)).unwrap(),
+            vec![("a".into(), 1_717_000_000_123), ("b".into(), 5)]
+        );
+    }
+}

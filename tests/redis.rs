@@ -1,0 +1,500 @@
+//! Several replicas sharing their state in Redis: real `redis-server`, three replicas of
+//! the real binary, a real upstream, all on free ports started per test. Skipped (with
+//! a message) when redis-server is not installed, unless AUTHGATE_REQUIRE_TOOLS is set.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use support::redis::*;
+use support::*;
+
+/// The default lease; fencing and writers' waits are bounded by it.
+const LEASE: Duration = Duration::from_millis(1500);
+
+/// Polls `check` every 20 ms until it holds, failing after `limit`.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A child process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn token_of(answer: &serde_json::Value) -> String {
+    answer["token"].as_str().unwrap().to_string()
+}
+
+fn all_acknowledged(answer: &serde_json::Value, n: usize) -> bool {
+    let replicas = answer["replicas"].as_array().unwrap();
+    replicas.len() == n && replicas.iter().all(|r| r["acknowledged"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotations_through_a_are_in_force_on_b_and_c_at_once_under_load() {
+    if !have_redis() {
+        return;
+    }
+    const ROTATIONS: usize = 200;
+    let cluster = Cluster::start(3, "").await;
+    cluster.require_auth().await;
+    let [a, b, c] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let mut current = token_of(&a.rotate().await);
+
+    // Load: clients hammer every replica with the most recently replaced token. It was
+    // published as dead only after its rotation answered, so any 200 is a stale accept.
+    let dead: Arc<Mutex<Option<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stale = Arc::new(AtomicUsize::new(0));
+    let targets: Vec<String> = cluster.replicas.iter().map(|r| r.proxy.clone()).collect();
+    let mut load = Vec::new();
+    for i in 0..6 {
+        let (dead, stop, sent, stale) = (dead.clone(), stop.clone(), sent.clone(), stale.clone());
+        let target = targets[i % targets.len()].clone();
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let token = dead.lock().unwrap().clone();
+                let Some(token) = token else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                let status = batch_at(&target, Some(&token)).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if status == StatusCode::OK {
+                    stale.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+
+    let mut unacknowledged = 0;
+    for i in 0..ROTATIONS {
+        let answer = a.rotate().await;
+        if !all_acknowledged(&answer, 3) {
+            unacknowledged += 1;
+        }
+        let old = std::mem::replace(&mut current, token_of(&answer));
+        *dead.lock().unwrap() = Some(old.clone());
+        for r in [b, c] {
+            assert_eq!(
+                r.batch(Some(&old)).await,
+                StatusCode::UNAUTHORIZED,
+                "rotation {i}: old token on {}",
+                r.name
+            );
+        }
+        for r in [a, b, c] {
+            assert_eq!(
+                r.batch(Some(&current)).await,
+                StatusCode::OK,
+                "rotation {i}: new token on {}",
+                r.name
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    eprintln!("{ROTATIONS} rotations, {sent} concurrent requests with replaced tokens, {unacknowledged} rotations not acknowledged by all");
+    assert_eq!(stale.load(Ordering::Relaxed), 0, "stale tokens accepted");
+    assert!(sent > ROTATIONS, "the load ran ({sent} requests)");
+    assert_eq!(unacknowledged, 0, "every healthy replica acknowledges");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_haproxy_no_replaced_token_gets_through() {
+    if !have_redis() || !have_tool("haproxy", "-v") {
+        return;
+    }
+    let cluster = Cluster::start(3, "").await;
+    cluster.require_auth().await;
+    let port = free_port();
+    let servers: String = cluster
+        .replicas
+        .iter()
+        .map(|r| format!("  server {} {}\n", r.name, r.proxy))
+        .collect();
+    let cfg = cluster.dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 1000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\nfrontend in\n  bind 127.0.0.1:{port}\n  default_backend gateways\nbackend gateways\n  balance roundrobin\n{servers}"
+        ),
+    )
+    .unwrap();
+    let _haproxy = Killed(
+        std::process::Command::new("haproxy")
+            .args(["-db", "-f", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lb = format!("127.0.0.1:{port}");
+    eventually("haproxy to listen", PATIENCE, || async {
+        tokio::net::TcpStream::connect(&lb).await.is_ok()
+    })
+    .await;
+    let a = &cluster.replicas[0];
+    let mut current = token_of(&a.rotate().await);
+    let mut stale = 0;
+    for i in 0..100 {
+        // Rotate through a different replica each time.
+        let writer = &cluster.replicas[i % 3];
+        let old = std::mem::replace(&mut current, token_of(&writer.rotate().await));
+        // Round-robin: three requests reach three different replicas.
+        for _ in 0..3 {
+            if batch_at(&lb, Some(&old)).await != StatusCode::UNAUTHORIZED {
+                stale += 1;
+            }
+            assert_eq!(batch_at(&lb, Some(&current)).await, StatusCode::OK);
+        }
+    }
+    assert_eq!(stale, 0, "replaced tokens accepted through haproxy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_frozen_fences_protected_routes_then_everything_converges() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(3, "").await;
+    cluster.require_auth().await;
+    let token = token_of(&cluster.replicas[0].rotate().await);
+
+    cluster.redis.signal("STOP");
+    let frozen = Instant::now();
+    for r in &cluster.replicas {
+        eventually(
+            "protected routes to refuse",
+            LEASE + Duration::from_secs(1),
+            || async { r.batch(Some(&token)).await == StatusCode::SERVICE_UNAVAILABLE },
+        )
+        .await;
+        assert_eq!(r.ready().await, StatusCode::SERVICE_UNAVAILABLE);
+        // Unprotected traffic goes on.
+        let other = get_status(&format!(
+            "http://{}/rest/v1/profiles/1?client=acme",
+            r.proxy
+        ))
+        .await;
+        assert_eq!(other, StatusCode::OK, "{}", r.name);
+    }
+    assert!(
+        frozen.elapsed() < LEASE + Duration::from_secs(1),
+        "fenced within the lease: {:?}",
+        frozen.elapsed()
+    );
+    let started = Instant::now();
+    let (status, answer) = cluster.replicas[1]
+        .admin("POST", "/admin/v1/tenants/acme/token", "")
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"], "state_unavailable");
+    assert!(started.elapsed() < LEASE + Duration::from_secs(2));
+
+    cluster.redis.signal("CONT");
+    for r in &cluster.replicas {
+        r.wait_ready_for(Duration::from_secs(5)).await;
+    }
+    // The rotation attempted meanwhile may have landed when Redis woke up; either way
+    // every replica agrees, and a fresh rotation works everywhere.
+    let token = token_of(&cluster.replicas[2].rotate().await);
+    for r in &cluster.replicas {
+        assert_eq!(r.batch(Some(&token)).await, StatusCode::OK, "{}", r.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_empty_refuses_changes_and_fences_until_cluster_init() {
+    if !have_redis() {
+        return;
+    }
+    let mut cluster = Cluster::start(3, "").await;
+    cluster.require_auth().await;
+    let token = token_of(&cluster.replicas[0].rotate().await);
+
+    cluster.redis.restart_empty();
+    for r in &cluster.replicas {
+        eventually(
+            "replicas to fence",
+            LEASE + Duration::from_secs(2),
+            || async { r.batch(Some(&token)).await == StatusCode::SERVICE_UNAVAILABLE },
+        )
+        .await;
+        assert_eq!(r.ready().await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let (status, answer) = cluster.replicas[1]
+        .admin("POST", "/admin/v1/tenants/acme/token", "")
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("authgate cluster init"),
+        "{answer}"
+    );
+    // Still fenced a lease later: nothing falls back to "authentication off".
+    tokio::time::sleep(LEASE).await; // a timed fault window, not a synchronisation
+    for r in &cluster.replicas {
+        assert_eq!(r.batch(None).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    let (ok, out) = cluster_init(&cluster.replicas[0].config, false);
+    assert!(ok, "{out}");
+    assert!(out.contains("epoch"), "{out}");
+    for r in &cluster.replicas {
+        r.wait_ready_for(Duration::from_secs(5)).await;
+    }
+    cluster.require_auth().await;
+    let token = token_of(&cluster.replicas[2].rotate().await);
+    for r in &cluster.replicas {
+        assert_eq!(r.batch(Some(&token)).await, StatusCode::OK, "{}", r.name);
+        assert_eq!(r.batch(None).await, StatusCode::UNAUTHORIZED, "{}", r.name);
+    }
+    let (ok, out) = cluster_init(&cluster.replicas[0].config, false);
+    assert!(!ok, "a second init refuses without --force: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_subscriptions_are_detected_and_no_revision_is_skipped() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(3, "").await;
+    cluster.require_auth().await;
+    let [a, b, c] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let mut current = token_of(&a.rotate().await);
+    for i in 0..60 {
+        if i % 3 == 0 {
+            cluster.redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        }
+        let answer = a.rotate().await;
+        let old = std::mem::replace(&mut current, token_of(&answer));
+        for r in [b, c] {
+            // Acknowledged or not, a replica never accepts the replaced token.
+            let status = r.batch(Some(&old)).await;
+            assert!(
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
+                "rotation {i}: {} answered {status} to the old token ({answer})",
+                r.name
+            );
+        }
+    }
+    for r in [a, b, c] {
+        r.wait_ready().await;
+        assert_eq!(r.batch(Some(&current)).await, StatusCode::OK);
+    }
+    let metrics = within("metrics", async {
+        let req = http::Request::get(format!("http://{}/metrics", b.admin))
+            .body(full(""))
+            .unwrap();
+        body_bytes(client().request(req).await.unwrap()).await
+    })
+    .await;
+    let text = String::from_utf8_lossy(&metrics);
+    let resyncs: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("authgate_state_resyncs_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(resyncs >= 10.0, "b resynced after each kill: {resyncs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_replica_is_named_and_the_writer_returns_within_the_lease() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(3, "").await;
+    cluster.require_auth().await;
+    let [a, b, c] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let old = token_of(&a.rotate().await);
+
+    c.signal("STOP");
+    let started = Instant::now();
+    let answer = a.rotate().await;
+    let waited = started.elapsed();
+    assert!(waited < LEASE + Duration::from_millis(700), "{waited:?}");
+    let replicas = answer["replicas"].as_array().unwrap();
+    let of = |name: &str| replicas.iter().find(|r| r["replica"] == name).unwrap();
+    assert_eq!(of("c")["acknowledged"], false, "{answer}");
+    assert_eq!(of("a")["acknowledged"], true, "{answer}");
+    assert_eq!(of("b")["acknowledged"], true, "{answer}");
+    let new = token_of(&answer);
+    assert_eq!(b.batch(Some(&old)).await, StatusCode::UNAUTHORIZED);
+
+    c.signal("CONT");
+    // When it wakes, its fence is closed (the lease ran out), so the old token is
+    // never honoured; it resyncs and serves the new one.
+    let first = c.batch(Some(&old)).await;
+    assert!(
+        first == StatusCode::UNAUTHORIZED || first == StatusCode::SERVICE_UNAVAILABLE,
+        "{first}"
+    );
+    c.wait_ready_for(Duration::from_secs(5)).await;
+    assert_eq!(c.batch(Some(&old)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.batch(Some(&new)).await, StatusCode::OK);
+    // Once it is back, rotations wait for it again.
+    let answer = b.rotate().await;
+    assert!(all_acknowledged(&answer, 3), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_rotations_with_if_match_one_gets_409() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(3, "").await;
+    cluster.require_auth().await;
+    for round in 0..10 {
+        let (_, doc) = cluster.replicas[0]
+            .admin("GET", "/admin/v1/tenants/acme", "")
+            .await;
+        let revision = doc["revision"].as_u64().unwrap().to_string();
+        let [a, b, _] = &cluster.replicas[..] else {
+            unreachable!()
+        };
+        let header = [("if-match", revision.as_str())];
+        let path = "/admin/v1/tenants/acme/token";
+        let (first, second) = tokio::join!(
+            a.admin_with("POST", path, "", &header),
+            b.admin_with("POST", path, "", &header)
+        );
+        let mut statuses = [first.0, second.0];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::CONFLICT],
+            "round {round}: {first:?} {second:?}"
+        );
+        let loser = if first.0 == StatusCode::CONFLICT {
+            &first.1
+        } else {
+            &second.1
+        };
+        assert_eq!(loser["error"], "conflict");
+    }
+    // Without If-Match, last writer wins and every replica agrees on the final revision.
+    let path = "/admin/v1/tenants/acme/token";
+    let (first, second) = tokio::join!(
+        cluster.replicas[0].admin("POST", path, ""),
+        cluster.replicas[1].admin("POST", path, "")
+    );
+    assert_eq!(first.0, StatusCode::CREATED);
+    assert_eq!(second.0, StatusCode::CREATED);
+    let mut revisions = Vec::new();
+    for r in &cluster.replicas {
+        let (_, doc) = r.admin("GET", "/admin/v1/tenants/acme", "").await;
+        revisions.push(doc["revision"].clone());
+    }
+    assert!(revisions.windows(2).all(|w| w[0] == w[1]), "{revisions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_endpoint_lists_replicas_and_a_restarted_replica_waits_for_the_state() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(2, "").await;
+    cluster.require_auth().await;
+    let token = token_of(&cluster.replicas[0].rotate().await);
+    let (status, doc) = cluster.replicas[1]
+        .admin("GET", "/admin/v1/cluster", "")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["revision"], 2, "{doc}");
+    assert!(
+        doc["epoch"].as_str().is_some_and(|e| e.len() == 32),
+        "{doc}"
+    );
+    let replicas = doc["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{doc}");
+    assert!(replicas
+        .iter()
+        .all(|r| r["live"] == true && r["applied_revision"] == 2));
+
+    // A new replica serves protected routes only once it holds the current revision.
+    let config = replica_config(
+        cluster.dir.path(),
+        "late",
+        &cluster.redis.url(),
+        cluster.upstream.addr,
+        "",
+    );
+    let late = Replica::spawn(&config, "late");
+    let first = late.batch(Some(&token)).await;
+    assert!(
+        first == StatusCode::OK || first == StatusCode::SERVICE_UNAVAILABLE,
+        "never 401 for the current token, never 200 before it is synced: {first}"
+    );
+    late.wait_ready().await;
+    assert_eq!(late.batch(Some(&token)).await, StatusCode::OK);
+    assert_eq!(late.batch(None).await, StatusCode::UNAUTHORIZED);
+}
+
+/// `cargo test --release --test redis -- --ignored --nocapture rotate_latency`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark; run with --ignored --nocapture"]
+async fn rotate_latency_benchmark() {
+    if !have_redis() {
+        return;
+    }
+    for n in [1, 2, 4] {
+        let cluster = Cluster::start(n, "").await;
+        cluster.require_auth().await;
+        let a = &cluster.replicas[0];
+        for _ in 0..50 {
+            a.rotate().await;
+        }
+        let mut times = Vec::new();
+        let all = Instant::now();
+        for _ in 0..500 {
+            let t = Instant::now();
+            let answer = a.rotate().await;
+            times.push(t.elapsed());
+            assert!(all_acknowledged(&answer, n), "{answer}");
+        }
+        let wall = all.elapsed();
+        times.sort();
+        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+        eprintln!(
+            "rotate, {n} replica(s): 500 calls in {wall:.2?} ({:.2?} each); p50 {:.2?} p99 {:.2?} max {:.2?}",
+            wall / 500,
+            pct(0.50),
+            pct(0.99),
+            times[times.len() - 1]
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! Several replicas of the real binary sharing a real `redis-server`, each started per
+//! test on free ports. Waits poll an endpoint with a bounded number of tries.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode};
+use serde_json::Value;
+
+use super::*;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+pub const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
+
+/// A port that was free a moment ago (bound to 0 and released for the child to take).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether redis-server can run (else the test prints SKIPPED and returns).
+pub fn have_redis() -> bool {
+    have_tool("redis-server", "--version")
+}
+
+/// A `redis-server` without persistence, killed when dropped.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// Starts on `port` and waits until it answers `PING`.
+    pub fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Redis { port, child };
+        for _ in 0..200 {
+            if redis.try_cmd(&["PING"]).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server on {port} did not answer");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn try_cmd(&self, args: &[&str]) -> ::redis::RedisResult<::redis::Value> {
+        let client = ::redis::Client::open(self.url())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut cmd = ::redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut conn)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> ::redis::Value {
+        self.try_cmd(args)
+            .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    /// Kills the server and starts an empty one on the same port.
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = Redis::start_on(self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = signal_quiet(self.pid(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// Writes a replica's config into `dir` and returns its path.
+pub fn replica_config(
+    dir: &Path,
+    name: &str,
+    redis_url: &str,
+    upstream: SocketAddr,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream: {{ url: \"http://{upstream}\" }}\nstate:\n  backend: redis\n  redis: {{ url: \"{redis_url}\", replica: {name}{extra} }}\n{}",
+            admin_yaml()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `authgate cluster init -c config`; returns (success, stdout + stderr).
+pub fn cluster_init(config: &Path, force: bool) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["cluster", "init", "-c", config.to_str().unwrap()]);
+    if force {
+        cmd.arg("--force");
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// One `authgate serve` process in redis mode.
+pub struct Replica {
+    pub name: String,
+    pub proxy: String,
+    pub admin: String,
+    pub config: PathBuf,
+    child: Child,
+}
+
+impl Replica {
+    /// Starts the binary and waits for its listening line (not for readiness).
+    pub fn spawn(config: &Path, name: &str) -> Replica {
+        let mut child = Command::new(BIN)
+            .args(["serve", "-c", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn,authgate=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // Owned (and so killed on a panic) from here on.
+        let mut replica = Replica {
+            name: name.to_string(),
+            proxy: String::new(),
+            admin: String::new(),
+            config: config.to_path_buf(),
+            child,
+        };
+        let (tx, rx) = mpsc::channel();
+        let tag = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("AUTHGATE_TEST_LOGS").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx.recv_timeout(PATIENCE).expect("the replica to start");
+            if line.contains("listening") {
+                let value = |key: &str| {
+                    let at = line.find(key).unwrap() + key.len();
+                    line[at..].split_whitespace().next().unwrap().to_string()
+                };
+                // Keep draining so the child never blocks on a full pipe.
+                std::thread::spawn(move || while rx.recv().is_ok() {});
+                replica.proxy = value("proxy=");
+                replica.admin = value("admin=");
+                return replica;
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    pub async fn ready(&self) -> StatusCode {
+        get_status(&format!("http://{}/readyz", self.admin)).await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        self.wait_ready_for(PATIENCE).await;
+    }
+
+    pub async fn wait_ready_for(&self, limit: Duration) {
+        let start = Instant::now();
+        while self.ready().await != StatusCode::OK {
+            assert!(
+                start.elapsed() < limit,
+                "{} not ready within {limit:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// POST to the protected batch route with `token`.
+    pub async fn batch(&self, token: Option<&str>) -> StatusCode {
+        batch_at(&self.proxy, token).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
+        self.admin_with(method, path, body, &[]).await
+    }
+
+    pub async fn admin_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.admin))
+            .header("authorization", format!("Bearer {}", keys().approver));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let response = within(
+            "admin",
+            client().request(req.body(full(body.to_string())).unwrap()),
+        )
+        .await
+        .unwrap();
+        let status = response.status();
+        let bytes = body_bytes(response).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    /// Rotates acme's token; returns the answer (status 201 asserted).
+    pub async fn rotate(&self) -> Value {
+        let (status, answer) = self.admin("POST", "/admin/v1/tenants/acme/token", "").await;
+        assert_eq!(status, StatusCode::CREATED, "{}: {answer}", self.name);
+        answer
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = signal_quiet(self.child.id(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal_quiet(pid: u32, sig: &str) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+}
+
+pub async fn get_status(url: &str) -> StatusCode {
+    let req = Request::get(url).body(full("")).unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), client().request(req)).await {
+        Ok(Ok(response)) => response.status(),
+        _ => StatusCode::GATEWAY_TIMEOUT,
+    }
+}
+
+/// POST to the protected batch route at `addr` with `token`.
+pub async fn batch_at(addr: &str, token: Option<&str>) -> StatusCode {
+    let mut req = Request::post(format!("http://{addr}{BATCH}"));
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    within("POST", client().request(req.body(full("")).unwrap()))
+        .await
+        .unwrap()
+        .status()
+}
+
+/// A deployment: Redis, an upstream answering 200, and `n` initialised replicas, ready.
+pub struct Cluster {
+    pub redis: Redis,
+    pub upstream: Upstream,
+    pub replicas: Vec<Replica>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(n: usize, extra: &str) -> Cluster {
+        let redis = Redis::start();
+        let upstream = Upstream::start(|_r| async { http::Response::new(full("ok")) }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["a", "b", "c", "d", "e"];
+        let configs: Vec<PathBuf> = names[..n]
+            .iter()
+            .map(|name| replica_config(dir.path(), name, &redis.url(), upstream.addr, extra))
+            .collect();
+        let (ok, out) = cluster_init(&configs[0], false);
+        assert!(ok, "{out}");
+        let replicas: Vec<Replica> = configs
+            .iter()
+            .zip(names)
+            .map(|(config, name)| Replica::spawn(config, name))
+            .collect();
+        for r in &replicas {
+            r.wait_ready().await;
+        }
+        Cluster {
+            redis,
+            upstream,
+            replicas,
+            dir,
+        }
+    }
+
+    /// Turns authentication on for acme through the first replica.
+    pub async fn require_auth(&self) {
+        let (status, doc) = self.replicas[0]
+            .admin(
+                "PUT",
+                "/admin/v1/tenants/acme/settings",
+                r#"{"require_authentication":true}"#,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+    }
+}
