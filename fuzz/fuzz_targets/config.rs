@@ -30,8 +30,9 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Lines as YAML counts them: `\n`, `\r\n` and a lone `\r` each end one.
+/// Lines as serde_yaml (libyaml, YAML 1.1) counts them: `\n`, `\r\n`, a lone `\r`, NEL,
+/// LINE SEPARATOR and PARAGRAPH SEPARATOR each end one.
 fn yaml_line_count(text: &str) -> usize {
-    let breaks = text.replace("\r\n", "\n").matches(['\n', '\r']).count();
-    breaks + 1
+    let breaks = ['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'];
+    text.replace("\r\n", "\n").matches(breaks).count() + 1
 }
