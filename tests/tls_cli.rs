@@ -47,6 +47,25 @@ fn value_after<'a>(line: &'a str, key: &str) -> &'a str {
     line[start..].split_whitespace().next().unwrap()
 }
 
+/// A running `authgate serve`; killed if the test fails before stopping it, so no
+/// process outlives the test.
+struct Running(Option<Child>);
+
+impl Running {
+    fn take(mut self) -> Child {
+        self.0.take().expect("still running")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn signal(child: &Child, name: &str) {
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -70,7 +89,7 @@ fn terminate_and_wait(child: Child) -> std::process::ExitStatus {
 
 /// Runs `authgate serve` on `config` (in `dir`), returning it, its stderr lines and the
 /// proxy address it reports.
-fn serve(dir: &std::path::Path, config: &str) -> (Child, mpsc::Receiver<String>, SocketAddr) {
+fn serve(dir: &std::path::Path, config: &str) -> (Running, mpsc::Receiver<String>, SocketAddr) {
     let file = dir.join("authgate.yaml");
     std::fs::write(&file, config).unwrap();
     let mut child = Command::new(BIN)
@@ -79,6 +98,7 @@ fn serve(dir: &std::path::Path, config: &str) -> (Child, mpsc::Receiver<String>,
         .spawn()
         .unwrap();
     let stderr = lines(child.stderr.take().unwrap());
+    let child = Running(Some(child));
     let line = wait_for_line(&stderr, "listening");
     let proxy = value_after(&line, "proxy=").parse().unwrap();
     (child, stderr, proxy)
@@ -87,38 +107,44 @@ fn serve(dir: &std::path::Path, config: &str) -> (Child, mpsc::Receiver<String>,
 #[tokio::test(flavor = "multi_thread")]
 async fn the_log_names_the_upstream_tls_error() {
     let backend_ca = TestCa::new("backend CA");
-    let leaf = backend_ca.leaf("profiles", &["localhost"]);
+    let leaf = backend_ca.leaf("profiles", &["profiles.internal"]);
     let upstream = Upstream::start_tls(server_config(&leaf, None), |_req| async {
         Response::new(full("must not be reached"))
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ca.pem"),
-        TestCa::new("some other CA").pem(),
-    )
-    .unwrap();
-    let config = format!(
-        "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream:\n  url: \"https://{}\"\n  tls: {{ ca: ca.pem, server_name: localhost }}\n",
-        upstream.addr
-    );
-    let (child, stderr, proxy) = serve(dir.path(), &config);
-    let response = within(
-        "GET",
-        client().get(format!("http://{proxy}/p").parse().unwrap()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let line = wait_for_line(&stderr, "upstream TLS failed");
-    assert!(
-        line.contains("invalid peer certificate") && line.contains("UnknownIssuer"),
-        "{line}"
-    );
-    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
+    let cases = [
+        (
+            TestCa::new("some other CA").pem(),
+            "profiles.internal",
+            "UnknownIssuer",
+        ),
+        (backend_ca.pem(), "billing.internal", "not valid for name"),
+    ];
+    for (ca, name, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+        let config = format!(
+            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream:\n  url: \"https://{}\"\n  tls: {{ ca: ca.pem, server_name: {name} }}\n",
+            upstream.addr
+        );
+        let (child, stderr, proxy) = serve(dir.path(), &config);
+        let response = within(
+            "GET",
+            client().get(format!("http://{proxy}/p").parse().unwrap()),
+        )
         .await
         .unwrap();
-    assert!(status.success(), "{status:?}");
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{reason}");
+        let line = wait_for_line(&stderr, "upstream TLS failed");
+        assert!(
+            line.contains("invalid peer certificate") && line.contains(reason),
+            "{line}"
+        );
+        let status = tokio::task::spawn_blocking(move || terminate_and_wait(child.take()))
+            .await
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,7 +167,7 @@ async fn sighup_reloads_the_certificates_of_the_running_binary() {
     assert_eq!(ex.server_cert, first.der);
 
     second.write(dir.path(), "gateway");
-    signal(&child, "-HUP");
+    signal(child.0.as_ref().unwrap(), "-HUP");
     wait_for_line(&stderr, "TLS certificate reloaded");
     let ex = https_request(proxy, client_tls.clone(), get("/x"))
         .await
@@ -150,13 +176,13 @@ async fn sighup_reloads_the_certificates_of_the_running_binary() {
     assert_eq!(ex.response.status(), StatusCode::OK);
 
     std::fs::write(dir.path().join("gateway.key"), "").unwrap();
-    signal(&child, "-HUP");
+    signal(child.0.as_ref().unwrap(), "-HUP");
     let line = wait_for_line(&stderr, "new TLS certificate refused");
     assert!(line.contains("no private key found"), "{line}");
     let ex = https_request(proxy, client_tls, get("/x")).await.unwrap();
     assert_eq!(ex.server_cert, second.der, "the previous certificate stays");
 
-    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
+    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child.take()))
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");
