@@ -75,6 +75,10 @@ fn find_key(
     parent_indent: Option<usize>,
     key: &str,
 ) -> Option<(usize, usize)> {
+    // An empty key (`"": x`) has no text to look for; the parent's line will do.
+    if key.is_empty() {
+        return None;
+    }
     for (i, line) in lines.iter().enumerate().skip(from) {
         if line.trim().is_empty() {
             continue;
@@ -194,6 +198,14 @@ tokens: { default_ttl: 24h, max_ttl: 90d }
     fn missing_child_falls_back_to_parent() {
         assert_eq!(line_of(SRC, &[key("upstream"), key("nope")]), Some(3));
         assert_eq!(line_of(SRC, &[key("nope")]), None);
+    }
+
+    #[test]
+    fn an_empty_key_is_not_searched_for() {
+        // Regression (fuzzing): `"".find` matches without advancing, which looped.
+        let src = "\"\": x\nupstream:\n  \"\": 1\n";
+        assert_eq!(line_of(src, &[key("")]), None);
+        assert_eq!(line_of(src, &[key("upstream"), key("")]), Some(2));
     }
 
     #[test]
