@@ -710,6 +710,9 @@ fn config_empty_key_is_reported() {
         "upstream: { url: \"http://h:1\", \"\": 1 }\n",
         // Found by the fuzzer once the above were skipped: duplicate keys plus an empty one.
         "u: rld/\nu: rld/\n&y: /\ny: /\n",
+        // Also from the fuzzer: a quoted empty key, and an anchor-only key in a flow map.
+        "'':\n",
+        "protected_routes:\n- {s,&a}\n",
     ] {
         let problems = parse_config_watched(text)
             .unwrap_or_else(|e| panic!("{e}"))
