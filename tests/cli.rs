@@ -2,11 +2,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 
+use support::process::*;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
@@ -56,52 +55,6 @@ fn check_reports_a_missing_file() {
     let out = authgate(&["check", "-c", "/nonexistent/authgate.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/authgate.yaml"));
-}
-
-/// Lines of a child's output stream, delivered over a channel by a reader thread.
-fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for the first line containing `needle`.
-fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        match rx.recv_timeout(PATIENCE) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => continue,
-            Err(e) => panic!("no line containing {needle:?}: {e}"),
-        }
-    }
-}
-
-fn value_after<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
-    line[start..].split_whitespace().next().unwrap()
-}
-
-fn terminate_and_wait(child: Child) -> std::process::ExitStatus {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = tx.send(child.wait());
-    });
-    rx.recv_timeout(PATIENCE)
-        .expect("exit after SIGTERM")
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -30,7 +30,10 @@ impl Drop for Running {
 }
 
 /// Starts `authgate serve` on `config` and waits for its listening line.
-#[allow(clippy::zombie_processes, reason = "the child is reaped by `Running`'s Drop")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped by `Running`'s Drop"
+)]
 fn start(config: &Path) -> Running {
     let mut child = Command::new(BIN)
         .args(["serve", "-c", config.to_str().unwrap()])

@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
 use http::{Request, Response, StatusCode};
+use support::process::*;
 use support::tls::*;
 use support::*;
 
@@ -17,34 +17,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
 fn get(path: &str) -> Request<TestBody> {
     Request::get(path).body(full("")).unwrap()
-}
-
-/// Lines of a child's stderr, delivered over a channel by a reader thread.
-fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        match rx.recv_timeout(PATIENCE) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => continue,
-            Err(e) => panic!("no line containing {needle:?}: {e}"),
-        }
-    }
-}
-
-fn value_after<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
-    line[start..].split_whitespace().next().unwrap()
 }
 
 /// A running `authgate serve`; killed if the test fails before stopping it, so no
@@ -64,27 +36,6 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
-}
-
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args([name, &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn terminate_and_wait(child: Child) -> std::process::ExitStatus {
-    signal(&child, "-TERM");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut child = child;
-        let _ = tx.send(child.wait());
-    });
-    rx.recv_timeout(PATIENCE)
-        .expect("exit after SIGTERM")
-        .unwrap()
 }
 
 /// Runs `authgate serve` on `config` (in `dir`), returning it, its stderr lines and the

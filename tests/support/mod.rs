@@ -265,3 +265,5 @@ pub mod redis;
 pub mod tls;
 
 pub mod scripted;
+
+pub mod process;
