@@ -208,7 +208,9 @@ async fn serve_connection<H: Handler>(
                 break;
             }
             () = state.wake.notified() => {}
-            () = sleep_until(deadline) => match deadline {
+            // The state may have moved on while this sleep ran (a request started, a
+            // write unblocked): act only on a deadline that is still the current one.
+            () = sleep_until(deadline) => match state.deadline(opts).filter(|(at, _)| *at <= Instant::now()) {
                 Some((_, Expiry::HeaderRead)) => {
                     tracing::debug!(%peer, "request head not received in time; closing");
                     if let Some(c) = &opts.closed_header_timeout { c.increment(1) }
@@ -332,6 +334,8 @@ impl RequestGuard {
     fn start(conn: Arc<ConnState>, in_flight: Option<Gauge>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         conn.head_since.store(NONE, Ordering::Release);
+        // The watchdog may be asleep on the head clock this request just stopped.
+        conn.wake.notify_one();
         if let Some(g) = &in_flight {
             g.increment(1.0);
         }

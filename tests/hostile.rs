@@ -416,3 +416,50 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+/// Regression (found with slowhttptest): the head clock must stop once a request is
+/// being handled. A slow upstream answer and a slowly streamed body both outlive
+/// `header_read_timeout` and must still complete.
+#[tokio::test]
+async fn a_request_in_flight_outlives_the_header_read_timeout() {
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release = Arc::new(Mutex::new(Some(release_rx)));
+    let up = Upstream::start(move |req: Request<hyper::body::Incoming>| {
+        let release = release.lock().unwrap().take();
+        async move {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes().len());
+            if let Some(release) = release {
+                let _ = release.await;
+            }
+            Response::new(full(format!("{}", body.unwrap_or(0))))
+        }
+    })
+    .await;
+    let gw = Gateway::start(up.addr, "limits: { header_read_timeout: 200ms }\n").await;
+    // A slow answer: held by the upstream well past the head clock.
+    let slow = tokio::spawn(client().get(gw.url("/slow").parse().unwrap()));
+    tokio::time::sleep(Duration::from_millis(700)).await; // the passage of time is the fault
+    release_tx.send(()).unwrap();
+    let response = within("the slow answer", slow).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    // A slow body: ten pieces, 100 ms apart, on a fresh connection.
+    let mut stream = TcpStream::connect(gw.proxy).await.unwrap();
+    stream
+        .write_all(format!("{POST}Content-Length: 10\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await; // a trickling client
+        stream.write_all(b"x").await.unwrap();
+    }
+    let mut answer = String::new();
+    let mut buf = [0u8; 1024];
+    while !answer.contains("\r\n\r\n10") {
+        let n = within("the slow body's answer", stream.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(n > 0, "connection dropped: {answer:?}");
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
