@@ -37,12 +37,25 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// Starts on a free port. Tests run in parallel and a port found free can be taken
+    /// before redis-server binds it; then this server exits and another test's would
+    /// answer our `PING`, mixing two clusters. So a start only counts when our own
+    /// process is the one still running, else it is tried again on another port.
     pub fn start() -> Redis {
-        Redis::start_on(free_port())
+        for _ in 0..10 {
+            if let Some(redis) = Redis::try_start_on(free_port()) {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of 10 free ports");
     }
 
-    /// Starts on `port` and waits until it answers `PING`.
+    /// Starts on `port` (a restart on the same port) and waits until it answers `PING`.
     pub fn start_on(port: u16) -> Redis {
+        Redis::try_start_on(port).unwrap_or_else(|| panic!("redis-server on {port} did not start"))
+    }
+
+    fn try_start_on(port: u16) -> Option<Redis> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -50,14 +63,26 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        let redis = Redis { port, child };
+        let mut redis = Redis { port, child };
         for _ in 0..200 {
-            if redis.try_cmd(&["PING"]).is_ok() {
-                return redis;
+            if !matches!(redis.child.try_wait(), Ok(None)) {
+                return None; // ours exited: the port was taken
+            }
+            if let Ok(info) = redis.try_cmd(&["INFO", "server"]) {
+                // Answered: only ours if the server says it is our process.
+                let text = match info {
+                    ::redis::Value::BulkString(bytes) => {
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    }
+                    ::redis::Value::VerbatimString { text, .. } => text,
+                    other => format!("{other:?}"),
+                };
+                let pid = format!("process_id:{}", redis.child.id());
+                return text.lines().any(|l| l.trim() == pid).then_some(redis);
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("redis-server on {port} did not answer");
+        None
     }
 
     pub fn url(&self) -> String {
