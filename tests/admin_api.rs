@@ -5,7 +5,7 @@ mod support;
 use std::sync::Arc;
 
 use http::StatusCode;
-use support::admin::{call, generate, require};
+use support::admin::{call, document, generate, require};
 use support::*;
 
 const SETTINGS: &str = "/admin/v1/tenants/acme/settings";
@@ -162,25 +162,11 @@ async fn restart_keeps_settings_and_tokens() {
     let gw = Gateway::start_in(dir.clone(), up.addr, "").await.unwrap();
     require(&gw, "acme", true).await;
     let token = generate(&gw, "acme", None).await;
-    let (_, before) = call(
-        &gw,
-        "GET",
-        "/admin/v1/tenants/acme",
-        Some(&keys().viewer),
-        None,
-    )
-    .await;
+    let (_, before) = document(&gw, "acme").await;
     gw.shutdown().await;
 
     let gw = Gateway::start_in(dir, up.addr, "").await.unwrap();
-    let (_, after) = call(
-        &gw,
-        "GET",
-        "/admin/v1/tenants/acme",
-        Some(&keys().viewer),
-        None,
-    )
-    .await;
+    let (_, after) = document(&gw, "acme").await;
     assert_eq!(before, after);
     let batch = gw.url("/m2/acme/v2/profile/batchUpdate");
     let ok = http::Request::post(&batch)
@@ -247,14 +233,7 @@ async fn a_failed_state_write_answers_503_and_changes_nothing() {
         StatusCode::OK,
         "old token still valid"
     );
-    let (_, doc) = call(
-        &gw,
-        "GET",
-        "/admin/v1/tenants/acme",
-        Some(&keys().viewer),
-        None,
-    )
-    .await;
+    let (_, doc) = document(&gw, "acme").await;
     assert_eq!(doc["revision"], 2, "in-memory state unchanged");
 
     // Once the directory is back, the next change succeeds on top of the old state.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
-use support::admin::{call, generate, require};
+use support::admin::{call, document, generate, require};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -98,14 +98,7 @@ async fn the_operator_lifecycle_with_curl() {
     assert_eq!(post(&gw, BATCH, Some(&second)).await.0, StatusCode::OK);
 
     // The document shows the token's public facts.
-    let (status, doc) = call(
-        &gw,
-        "GET",
-        "/admin/v1/tenants/acme",
-        Some(&keys().viewer),
-        None,
-    )
-    .await;
+    let (status, doc) = document(&gw, "acme").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["require_authentication"], true);
     assert_eq!(doc["token"]["id"].as_str().unwrap().len(), 12);

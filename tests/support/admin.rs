@@ -49,3 +49,9 @@ pub async fn generate(gw: &Gateway, tenant: &str, body: Option<&str>) -> String 
     assert_eq!(answer["token_type"], "Bearer");
     answer["token"].as_str().unwrap().to_string()
 }
+
+/// Reads `tenant`'s document with the viewer key.
+pub async fn document(gw: &Gateway, tenant: &str) -> (StatusCode, Value) {
+    let path = format!("/admin/v1/tenants/{tenant}");
+    call(gw, "GET", &path, Some(&keys().viewer), None).await
+}
