@@ -34,6 +34,9 @@ pub const ROTATIONS: &str = "authgate_token_rotations_total";
 pub const TOKEN_EXPIRY: &str = "authgate_token_expiry_seconds";
 /// The state revision this replica serves.
 pub const STATE_REVISION: &str = "authgate_state_revision";
+/// How many revisions this replica is behind the newest one it has heard of (from change
+/// messages, lease renewals and log reads); 0 when in step (Redis store).
+pub const STATE_LAG: &str = "authgate_state_lag_revisions";
 /// 1 while this replica refuses protected routes because its Redis lease ran out (or it
 /// has not synced yet); always 0 with the file store.
 pub const STATE_FENCED: &str = "authgate_state_fenced";
@@ -71,6 +74,10 @@ pub fn tenant_counters(tenant: &str) -> crate::state::TenantCounters {
 
 pub fn state_revision(revision: u64) {
     gauge!(STATE_REVISION).set(revision as f64);
+}
+
+pub fn state_lag(heard: u64, applied: u64) {
+    gauge!(STATE_LAG).set(heard.saturating_sub(applied) as f64);
 }
 
 pub fn fenced(fenced: bool) {

@@ -50,6 +50,36 @@ fn all_acknowledged(answer: &serde_json::Value, n: usize) -> bool {
     replicas.len() == n && replicas.iter().all(|r| r["acknowledged"] == true)
 }
 
+/// Redis' current revision, as `GET /admin/v1/cluster` through `r` reports it.
+async fn redis_revision(r: &Replica) -> u64 {
+    let (status, doc) = r.admin("GET", "/admin/v1/cluster", "").await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    doc["revision"].as_u64().unwrap()
+}
+
+/// `GET /metrics` on a replica's admin listener.
+async fn metrics_of(r: &Replica) -> String {
+    let bytes = within("metrics", async {
+        let req = http::Request::get(format!("http://{}/metrics", r.admin))
+            .body(full(""))
+            .unwrap();
+        body_bytes(client().request(req).await.unwrap()).await
+    })
+    .await;
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The value of an unlabelled gauge or counter in a Prometheus text page.
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotations_through_a_are_in_force_on_b_and_c_at_once_under_load() {
     if !have_redis() {
@@ -178,17 +208,47 @@ async fn through_haproxy_no_replaced_token_gets_through() {
     assert_eq!(stale, 0, "replaced tokens accepted through haproxy");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_frozen_fences_protected_routes_then_everything_converges() {
-    if !have_redis() {
-        return;
-    }
-    let cluster = Cluster::start(3, "").await;
+/// How Redis goes away in [`redis_fault_fences_then_everything_converges`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RedisFault {
+    /// `CLIENT PAUSE <ms> ALL`: connections stay up, every command waits. It ends by
+    /// itself (`CLIENT UNPAUSE` would wait behind the pause too), so it is a timed window.
+    Paused,
+    /// SIGSTOP, then SIGCONT.
+    Frozen,
+    /// SIGKILL, then a restart on the same port from its append-only file.
+    Killed,
+}
+
+/// A timed fault window long enough for the fences to close (within a lease) and a
+/// rotation to fail (bounded by a lease) while Redis is paused. Not a synchronisation:
+/// the test asserts that both happened before it ended.
+const PAUSE: Duration = Duration::from_millis(3 * LEASE.as_millis() as u64 + 1000);
+
+/// Redis goes away as `fault` says while three replicas serve: protected routes refuse
+/// within the lease and unprotected ones pass; a rotation attempted meanwhile answers a
+/// clear 503; when Redis is back every replica converges on one revision (lag 0, the
+/// token from before the fault still valid: nothing was lost or half-applied) and a new
+/// rotation is in force everywhere.
+async fn redis_fault_fences_then_everything_converges(fault: RedisFault) {
+    let redis = match fault {
+        RedisFault::Killed => Redis::start_persistent(),
+        RedisFault::Paused | RedisFault::Frozen => Redis::start(),
+    };
+    let mut cluster = Cluster::start_with(redis, 3, "").await;
     cluster.require_auth().await;
     let token = token_of(&cluster.replicas[0].rotate().await);
+    let revision = redis_revision(&cluster.replicas[0]).await;
 
-    cluster.redis.signal("STOP");
-    let frozen = Instant::now();
+    let began = Instant::now();
+    match fault {
+        RedisFault::Paused => {
+            let ms = PAUSE.as_millis().to_string();
+            cluster.redis.cmd(&["CLIENT", "PAUSE", &ms, "ALL"]);
+        }
+        RedisFault::Frozen => cluster.redis.signal("STOP"),
+        RedisFault::Killed => cluster.redis.kill(),
+    }
     for r in &cluster.replicas {
         eventually(
             "protected routes to refuse",
@@ -206,27 +266,83 @@ async fn redis_frozen_fences_protected_routes_then_everything_converges() {
         assert_eq!(other, StatusCode::OK, "{}", r.name);
     }
     assert!(
-        frozen.elapsed() < LEASE + Duration::from_secs(1),
-        "fenced within the lease: {:?}",
-        frozen.elapsed()
+        began.elapsed() < LEASE + Duration::from_secs(1),
+        "{fault:?}: fenced within the lease: {:?}",
+        began.elapsed()
     );
     let started = Instant::now();
     let (status, answer) = cluster.replicas[1]
         .admin("POST", "/admin/v1/tenants/acme/token", "")
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
-    assert_eq!(answer["error"], "state_unavailable");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{fault:?}: {answer}"
+    );
+    assert_eq!(answer["error"], "state_unavailable", "{answer}");
+    assert!(
+        answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{answer}"
+    );
     assert!(started.elapsed() < LEASE + Duration::from_secs(2));
-
-    cluster.redis.signal("CONT");
-    for r in &cluster.replicas {
-        r.wait_ready_for(Duration::from_secs(5)).await;
+    if fault == RedisFault::Paused {
+        assert!(
+            began.elapsed() < PAUSE,
+            "the checks ran inside the pause window: {:?}",
+            began.elapsed()
+        );
     }
-    // The rotation attempted meanwhile may have landed when Redis woke up; either way
-    // every replica agrees, and a fresh rotation works everywhere.
+
+    match fault {
+        RedisFault::Paused => {} // ends by itself
+        RedisFault::Frozen => cluster.redis.signal("CONT"),
+        RedisFault::Killed => cluster.redis.restart(),
+    }
+    for r in &cluster.replicas {
+        r.wait_ready_for(PAUSE + Duration::from_secs(5)).await;
+    }
+    // The rotation attempted meanwhile never reached Redis (its PING or connection
+    // failed first), so every replica is back on the revision from before the fault;
+    // after SIGKILL that proves the restart kept the data.
+    assert_eq!(redis_revision(&cluster.replicas[0]).await, revision);
+    for r in &cluster.replicas {
+        let metrics = metrics_of(r).await;
+        assert_eq!(gauge(&metrics, "authgate_state_revision"), revision as f64);
+        assert_eq!(gauge(&metrics, "authgate_state_lag_revisions"), 0.0);
+        assert_eq!(gauge(&metrics, "authgate_state_fenced"), 0.0);
+        assert_eq!(r.batch(Some(&token)).await, StatusCode::OK, "{}", r.name);
+    }
+    let old = token;
     let token = token_of(&cluster.replicas[2].rotate().await);
     for r in &cluster.replicas {
         assert_eq!(r.batch(Some(&token)).await, StatusCode::OK, "{}", r.name);
+        assert_eq!(
+            r.batch(Some(&old)).await,
+            StatusCode::UNAUTHORIZED,
+            "{}",
+            r.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_paused_fences_protected_routes_then_everything_converges() {
+    if have_redis() {
+        redis_fault_fences_then_everything_converges(RedisFault::Paused).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_frozen_fences_protected_routes_then_everything_converges() {
+    if have_redis() {
+        redis_fault_fences_then_everything_converges(RedisFault::Frozen).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_fences_protected_routes_then_restarts_with_its_data_and_converges() {
+    if have_redis() {
+        redis_fault_fences_then_everything_converges(RedisFault::Killed).await;
     }
 }
 
@@ -313,20 +429,7 @@ async fn killed_subscriptions_are_detected_and_no_revision_is_skipped() {
         r.wait_ready().await;
         assert_eq!(r.batch(Some(&current)).await, StatusCode::OK);
     }
-    let metrics = within("metrics", async {
-        let req = http::Request::get(format!("http://{}/metrics", b.admin))
-            .body(full(""))
-            .unwrap();
-        body_bytes(client().request(req).await.unwrap()).await
-    })
-    .await;
-    let text = String::from_utf8_lossy(&metrics);
-    let resyncs: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("authgate_state_resyncs_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let resyncs = gauge(&metrics_of(b).await, "authgate_state_resyncs_total");
     assert!(resyncs >= 10.0, "b resynced after each kill: {resyncs}");
 }
 

@@ -30,10 +30,15 @@ pub fn have_redis() -> bool {
     have_tool("redis-server", "--version")
 }
 
-/// A `redis-server` without persistence, killed when dropped.
+/// A `redis-server`, killed when dropped: without persistence unless started with
+/// [`Redis::start_persistent`].
 pub struct Redis {
     pub port: u16,
     child: Child,
+    /// Arguments beyond port and bind (persistence, `--replicaof`), kept for restarts.
+    args: Vec<String>,
+    /// The persistent server's data directory, kept across restarts.
+    data: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl Redis {
@@ -42,8 +47,58 @@ impl Redis {
     /// answer our `PING`, mixing two clusters. So a start only counts when our own
     /// process is the one still running, else it is tried again on another port.
     pub fn start() -> Redis {
+        Redis::start_with(
+            vec![
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+            ],
+            None,
+        )
+    }
+
+    /// A server that writes every change to its append-only file before answering
+    /// (`appendfsync always`), so a SIGKILL loses nothing and [`Redis::restart`] brings
+    /// the data back.
+    pub fn start_persistent() -> Redis {
+        let data = tempfile::tempdir().unwrap();
+        let args = [
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([data.path().to_str().unwrap().to_string()])
+        .collect();
+        Redis::start_with(args, Some(std::sync::Arc::new(data)))
+    }
+
+    /// A Redis replica (`--replicaof`) of `primary`, without persistence.
+    pub fn start_replica_of(primary: &Redis) -> Redis {
+        let args = [
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([primary.port.to_string()])
+        .collect();
+        Redis::start_with(args, None)
+    }
+
+    fn start_with(args: Vec<String>, data: Option<std::sync::Arc<tempfile::TempDir>>) -> Redis {
         for _ in 0..10 {
-            if let Some(redis) = Redis::try_start_on(free_port()) {
+            if let Some(redis) = Redis::try_start_on(free_port(), &args, &data) {
                 return redis;
             }
         }
@@ -52,18 +107,31 @@ impl Redis {
 
     /// Starts on `port` (a restart on the same port) and waits until it answers `PING`.
     pub fn start_on(port: u16) -> Redis {
-        Redis::try_start_on(port).unwrap_or_else(|| panic!("redis-server on {port} did not start"))
+        let args = ["--save", "", "--appendonly", "no"]
+            .map(String::from)
+            .to_vec();
+        Redis::try_start_on(port, &args, &None)
+            .unwrap_or_else(|| panic!("redis-server on {port} did not start"))
     }
 
-    fn try_start_on(port: u16) -> Option<Redis> {
+    fn try_start_on(
+        port: u16,
+        args: &[String],
+        data: &Option<std::sync::Arc<tempfile::TempDir>>,
+    ) -> Option<Redis> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        let mut redis = Redis { port, child };
+        let mut redis = Redis {
+            port,
+            child,
+            args: args.to_vec(),
+            data: data.clone(),
+        };
         for _ in 0..200 {
             if !matches!(redis.child.try_wait(), Ok(None)) {
                 return None; // ours exited: the port was taken
@@ -115,9 +183,23 @@ impl Redis {
 
     /// Kills the server and starts an empty one on the same port.
     pub fn restart_empty(&mut self) {
+        self.kill();
+        *self = Redis::start_on(self.port);
+    }
+
+    /// SIGKILL: no shutdown, no final save.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = Redis::start_on(self.port);
+    }
+
+    /// Starts the server again on the same port with the same arguments: a persistent
+    /// one comes back with its data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (args, data) = (self.args.clone(), self.data.clone());
+        *self = Redis::try_start_on(self.port, &args, &data)
+            .unwrap_or_else(|| panic!("redis-server did not restart on {}", self.port));
     }
 }
 
@@ -343,7 +425,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(n: usize, extra: &str) -> Cluster {
-        let redis = Redis::start();
+        Cluster::start_with(Redis::start(), n, extra).await
+    }
+
+    /// [`Cluster::start`] on a Redis the test chose (persistent, with replicas…).
+    pub async fn start_with(redis: Redis, n: usize, extra: &str) -> Cluster {
         let upstream = Upstream::start(|_r| async { http::Response::new(full("ok")) }).await;
         let dir = tempfile::tempdir().unwrap();
         let names = ["a", "b", "c", "d", "e"];

@@ -30,12 +30,27 @@ enum End {
 struct Local {
     epoch: Option<String>,
     state: State,
+    /// The newest revision heard of on this epoch (change messages, renewals, log
+    /// reads): the lag metric is this minus the applied revision.
+    heard: u64,
+}
+
+impl Local {
+    fn heard_of(&mut self, revision: u64) {
+        self.heard = self.heard.max(revision);
+        self.report_lag();
+    }
+
+    fn report_lag(&self) {
+        crate::metrics::state_lag(self.heard, self.state.revision);
+    }
 }
 
 pub(super) async fn run(inner: Arc<Inner>, handle: Weak<StateHandle>, shutdown: CancellationToken) {
     let mut local = Local {
         epoch: None,
         state: State::default(),
+        heard: 0,
     };
     crate::metrics::fenced(true);
     loop {
@@ -99,9 +114,12 @@ async fn session(
             message = messages.next() => match message {
                 None => return End::Retry("the change subscription was lost".into()),
                 Some(message) => {
-                    let rev = message.get_payload::<u64>().unwrap_or(u64::MAX);
-                    if rev <= local.state.revision {
-                        continue;
+                    // An unreadable payload still wakes a catch-up: the log decides.
+                    if let Ok(rev) = message.get_payload::<u64>() {
+                        local.heard_of(rev);
+                        if rev <= local.state.revision {
+                            continue;
+                        }
                     }
                     true
                 }
@@ -157,11 +175,15 @@ async fn resync(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) ->
             tracing::warn!(%epoch, revision = state.revision, "the Redis state started over (new epoch); replacing the local state");
         }
         handle.replace(state.clone());
+        // Revisions heard of before belong to the old epoch.
+        local.heard = 0;
     } else {
         handle.publish(state.clone());
     }
     local.epoch = Some(epoch);
+    let revision = state.revision;
     local.state = state;
+    local.heard_of(revision);
     Ok(())
 }
 
@@ -185,6 +207,7 @@ async fn catch_up(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) 
         inner.fence.close();
         return resync(inner, handle, local).await;
     }
+    local.heard_of(current);
     if current == local.state.revision {
         return Ok(());
     }
@@ -222,6 +245,7 @@ async fn catch_up(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) 
     }
     handle.upgrade().ok_or(End::Shutdown)?.publish(next.clone());
     local.state = next;
+    local.report_lag();
     Ok(())
 }
 
@@ -254,6 +278,9 @@ async fn renew(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> 
         };
         match reply.tag() {
             "ok" => {
+                if let Ok(current) = int(reply.get(2)) {
+                    local.heard_of(current);
+                }
                 // Serve until the lease Redis recorded, minus one heartbeat of margin:
                 // `sent` is before Redis read its clock, so this ends earlier still.
                 let margin = inner.settings.heartbeat;
@@ -266,10 +293,16 @@ async fn renew(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> 
             }
             "behind" if attempt == 0 => {
                 crate::metrics::renewal(false);
+                if let Ok(current) = int(reply.get(1)) {
+                    local.heard_of(current);
+                }
                 catch_up(inner, handle, local).await?;
             }
             "behind" => {
                 crate::metrics::renewal(false);
+                if let Ok(current) = int(reply.get(1)) {
+                    local.heard_of(current);
+                }
                 return Ok(());
             }
             "epoch" => {
