@@ -1,14 +1,17 @@
 //! The response body type of both listeners: either a streamed upstream body or a small
 //! body the gateway wrote itself, with an optional guard dropped when the response is
 //! finished (hyper drops the body once it is fully written, or when the client goes away).
+//! A streamed body holds its upstream connection and returns it to the pool once the
+//! body was read to its end.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::pool::Checkin;
 use crate::server::RequestGuard;
 
 /// A response body.
@@ -20,7 +23,7 @@ pub struct Body {
 
 #[derive(Debug)]
 enum Kind {
-    Streamed(Incoming),
+    Streamed(Incoming, Checkin),
     Full(Option<Bytes>),
 }
 
@@ -37,9 +40,10 @@ impl Body {
         Body::full(Bytes::new())
     }
 
-    pub fn streamed(incoming: Incoming) -> Body {
+    /// The upstream's response body; `conn` goes back to the pool when it ended.
+    pub fn streamed(incoming: Incoming, conn: Checkin) -> Body {
         Body {
-            kind: Kind::Streamed(incoming),
+            kind: Kind::Streamed(incoming, conn),
             _guard: None,
         }
     }
@@ -60,22 +64,40 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Streamed(incoming) => Pin::new(incoming).poll_frame(cx),
+            Kind::Streamed(incoming, conn) => {
+                let frame = Pin::new(&mut *incoming).poll_frame(cx);
+                // hyper stops polling once `is_end_stream` says so, and never polls a
+                // body it knows is empty: both end here or in `drop`.
+                if matches!(frame, Poll::Ready(None)) || incoming.is_end_stream() {
+                    conn.done();
+                }
+                frame
+            }
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Streamed(incoming) => incoming.is_end_stream(),
+            Kind::Streamed(incoming, _) => incoming.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Streamed(incoming) => incoming.size_hint(),
+            Kind::Streamed(incoming, _) => incoming.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Kind::Streamed(incoming, conn) = &mut self.kind {
+            if incoming.is_end_stream() {
+                conn.done();
+            }
         }
     }
 }

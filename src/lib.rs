@@ -6,6 +6,7 @@
 //! - [`state`]: tenant state, its immutable snapshots, and the stores behind them.
 //! - [`server`]: accept loop, connection limits and timeouts, graceful drain.
 //! - [`proxy`]: the proxy listener's handler: header rules, streaming forward.
+//! - [`pool`]: the upstream connection pool (HTTP/1.1, plain or TLS).
 //! - [`routes`]: the protected route table.
 //! - [`admin`]: the admin listener: health, metrics and the tenant admin API.
 //! - [`error`]: gateway errors and the one function that turns them into responses.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod routes;
 pub mod sample_backend;

@@ -4,10 +4,10 @@
 //!
 //! Flow: `handle` → [`decide`] on the current state snapshot (path normalised, route and
 //! tenant found, token checked) → rejected requests are answered here, never forwarded →
-//! `forward` (headers rewritten per the contract's proxy semantics 5–7, the normalised
-//! path and the upstream's origin in the URI, the gateway's token removed) → hyper-util
-//! client with `request_timeout` on the response head → response headers cleaned →
-//! back to the client. Errors become responses in exactly one place,
+//! `forward` (headers rewritten per the contract's proxy semantics 5–7, the upstream's
+//! base path and the normalised path in the URI, the gateway's token removed) → the
+//! upstream [`Pool`] with `request_timeout` on the response head → response headers
+//! cleaned → back to the client. Errors become responses in exactly one place,
 //! [`GatewayError::into_response`].
 
 use std::borrow::Cow;
@@ -23,18 +23,17 @@ use http::{Request, Response, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::auth::decide::{decide, Outcome, Rejection};
 use crate::body::Body;
 use crate::config::{Config, Upstream};
 use crate::error::GatewayError;
 use crate::metrics::{ProxyMetrics, RouteClass};
+use crate::pool::{Pool, PoolError};
 use crate::routes::RouteTable;
 use crate::server::{Handler, Peer};
 use crate::state::StateHandle;
-use crate::tls::{TlsError, UpstreamConnector};
+use crate::tls::TlsError;
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), plus
 /// `Expect`, which the gateway answers itself.
@@ -57,7 +56,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// The proxy: upstream client, route table, state and metrics.
 #[derive(Debug)]
 pub struct Proxy {
-    client: Client<UpstreamConnector, RequestBody>,
+    pool: Pool,
     upstream: Upstream,
     scheme: Scheme,
     routes: RouteTable,
@@ -79,14 +78,14 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
         let connector = crate::tls::upstream_connector(connector, &config.upstream.tls)?;
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.upstream.pool_idle_timeout)
-            .pool_max_idle_per_host(config.upstream.pool_max_idle)
-            .build(connector);
+        let pool = Pool::new(
+            connector,
+            config.upstream.origin.clone(),
+            config.upstream.pool_max_idle,
+            config.upstream.pool_idle_timeout,
+        );
         Ok(Proxy {
-            client,
+            pool,
             upstream: config.upstream.clone(),
             scheme: match config.tls.proxy {
                 Some(_) => Scheme::HTTPS,
@@ -196,9 +195,10 @@ impl Proxy {
         parts.version = Version::HTTP_11;
 
         let started = Instant::now();
-        let sent = self.client.request(Request::from_parts(parts, body));
-        let response = match tokio::time::timeout(self.upstream.request_timeout, sent).await {
-            Ok(Ok(response)) => response,
+        let sent = self.pool.send(Request::from_parts(parts, body));
+        let (response, conn) = match tokio::time::timeout(self.upstream.request_timeout, sent).await
+        {
+            Ok(Ok(sent)) => sent,
             Ok(Err(e)) => return Err(self.classify(e)),
             Err(_) => {
                 self.metrics.upstream_timeouts.increment(1);
@@ -213,15 +213,14 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         append_via(&mut parts.headers, parts.version);
         parts.version = Version::HTTP_11;
-        Ok(Response::from_parts(parts, Body::streamed(body)))
+        Ok(Response::from_parts(parts, Body::streamed(body, conn)))
     }
 
-    /// The upstream URI for a request: the upstream's origin, its base path, then the
+    /// The upstream request target (origin-form): the upstream's base path, then the
     /// request's (normalised, when `path` is given) path and its query.
     fn upstream_uri(&self, uri: &Uri, path: Option<String>) -> Result<Uri, GatewayError> {
-        let mut parts = self.upstream.origin.clone().into_parts();
         let pq = uri.path_and_query();
-        parts.path_and_query = Some(match (pq, path) {
+        let pq = match (pq, path) {
             (Some(pq), None) if self.upstream.base_path.is_empty() => pq.clone(),
             (pq, path) => {
                 let path = path.as_deref().unwrap_or_else(|| uri.path());
@@ -232,13 +231,13 @@ impl Proxy {
                 };
                 joined.parse().map_err(|_| GatewayError::BadPath)?
             }
-        });
-        Uri::from_parts(parts).map_err(|_| GatewayError::BadPath)
+        };
+        Ok(Uri::from(pq))
     }
 
     /// Sorts a client error: unreachable upstream, client body failure, or another
     /// upstream failure. Details go to the log, never to the client.
-    fn classify(&self, e: hyper_util::client::legacy::Error) -> GatewayError {
+    fn classify(&self, e: PoolError) -> GatewayError {
         // Wrong CA, wrong name, expired certificate, handshake alert: never retried
         // without verification, logged with rustls' own words.
         if let Some(tls) = crate::tls::rustls_error(&e) {
@@ -246,7 +245,7 @@ impl Proxy {
             tracing::warn!(tls_error = %tls, error = %error_chain(&e), "upstream TLS failed");
             return GatewayError::UpstreamConnect(Box::new(e));
         }
-        if e.is_connect() {
+        if matches!(e, PoolError::Connect(_)) {
             self.metrics.upstream_connect_errors.increment(1);
             tracing::warn!(error = %error_chain(&e), "upstream unreachable");
             return GatewayError::UpstreamConnect(Box::new(e));

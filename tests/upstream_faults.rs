@@ -161,3 +161,71 @@ async fn idle_keep_alive_connections_closed_by_the_upstream_are_not_a_failure() 
         "each request reached the upstream exactly once"
     );
 }
+
+#[tokio::test]
+async fn finished_exchanges_return_their_upstream_connection_to_the_pool() {
+    // Every ending of a response: a sized body, a chunked one, none at all (204), and a
+    // HEAD answer (a length, no body). Each leaves the connection reusable.
+    let up = Scripted::start(|_, request| {
+        Act::Send(match request % 4 {
+            0 => ok("sized"),
+            1 => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7\r\nchunked\r\n0\r\n\r\n"
+                .to_vec(),
+            2 => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec(),
+        })
+    })
+    .await;
+    let gw = Gateway::start(up.addr, "").await;
+    let c = client();
+    for i in 0..20 {
+        let method = if i % 4 == 3 { "HEAD" } else { "GET" };
+        let req = Request::builder()
+            .method(method)
+            .uri(gw.url("/x"))
+            .body(full(""))
+            .unwrap();
+        let response = within("request", c.request(req)).await.unwrap();
+        assert!(response.status().is_success(), "request {i}");
+        body_bytes(response).await;
+    }
+    assert_eq!(up.requests(), 20);
+    assert_eq!(
+        up.connections(),
+        1,
+        "one upstream connection served them all"
+    );
+}
+
+#[tokio::test]
+async fn a_response_abandoned_by_its_client_closes_its_upstream_connection() {
+    // The first answer is longer than the client will read; its connection must not be
+    // reused, or the next request would read the rest of it as its own answer.
+    let big = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: 8388608\r\n\r\n{}",
+        "x".repeat(8 << 20)
+    );
+    let up = Scripted::start(move |conn, _| {
+        Act::Send(if conn == 0 {
+            big.clone().into_bytes()
+        } else {
+            ok("second")
+        })
+    })
+    .await;
+    let gw = Gateway::start(up.addr, "").await;
+    let mut stream = TcpStream::connect(gw.proxy).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    within("the start of the answer", stream.read_exact(&mut head))
+        .await
+        .unwrap();
+    drop(stream);
+    let req = Request::get(gw.url("/next")).body(full("")).unwrap();
+    let response = within("request", client().request(req)).await.unwrap();
+    assert_eq!(body_bytes(response).await, "second");
+    assert_eq!(up.connections(), 2);
+}

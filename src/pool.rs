@@ -1,0 +1,173 @@
+//! The upstream connection pool: HTTP/1.1 connections (plain or TLS) to the one
+//! upstream, kept open between requests.
+//!
+//! Built on `hyper::client::conn::http1` rather than hyper-util's pooled `Client`, which
+//! keys its pool by origin, needs an absolute URI, and spawns a task for every request
+//! to hand the connection back once it is ready. authgate has exactly one upstream, so
+//! the pool is one list: a connection goes back on it when the upstream's response body
+//! has been read to its end (see [`Checkin`]), and a request takes the most recently used
+//! connection that is ready, so a few hot connections do the work and the rest age out.
+//!
+//! **Retries**: a request goes to another connection only when hyper hands it back
+//! unwritten (a reused connection closed before a byte was sent). A request that may have
+//! reached the upstream is never sent twice, so a POST is never replayed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use tower_service::Service;
+
+use crate::proxy::RequestBody;
+use crate::tls::UpstreamConnector;
+
+type Sender = SendRequest<RequestBody>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request got no response from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No connection could be opened (refused, unreachable, TLS handshake failed).
+    #[error("connecting to the upstream failed: {0}")]
+    Connect(#[source] BoxError),
+    /// The request was sent, and the exchange failed. (Not `transparent`: the
+    /// `hyper::Error` itself must stay in the chain, where the proxy looks for a failed
+    /// client body.)
+    #[error("the upstream exchange failed")]
+    Request(#[from] hyper::Error),
+}
+
+/// Connections to the upstream.
+#[derive(Debug)]
+pub struct Pool {
+    connector: UpstreamConnector,
+    /// What the connector dials: the upstream's scheme and authority.
+    origin: Uri,
+    idle: Arc<IdleList>,
+}
+
+impl Pool {
+    pub fn new(
+        connector: UpstreamConnector,
+        origin: Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Pool {
+        Pool {
+            connector,
+            origin,
+            idle: Arc::new(IdleList {
+                senders: Mutex::new(Vec::new()),
+                max_idle,
+                idle_timeout,
+            }),
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) on a pooled connection, or a new one.
+    /// The response's [`Checkin`] returns the connection once its body is read.
+    pub async fn send(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Checkin), PoolError> {
+        while let Some(mut sender) = self.idle.take() {
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok((response, self.checkin(sender))),
+                Err(mut e) => match e.take_message() {
+                    // Closed before the request was written: safe on another connection.
+                    Some(unsent) => req = unsent,
+                    None => return Err(PoolError::Request(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok((response, self.checkin(sender))),
+            Err(e) => Err(PoolError::Request(e.into_error())),
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, PoolError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(PoolError::Connect)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(PoolError::Connect)?;
+        let (sender, connection) = http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn checkin(&self, sender: Sender) -> Checkin {
+        Checkin {
+            sender: Some(sender),
+            idle: self.idle.clone(),
+        }
+    }
+}
+
+/// Idle connections, most recently used last.
+#[derive(Debug)]
+struct IdleList {
+    senders: Mutex<Vec<(Sender, Instant)>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl IdleList {
+    /// The most recently used connection that is ready for a request. Closed and expired
+    /// ones are dropped on the way; one that is not ready yet (its connection task has
+    /// not noticed the end of the last exchange) stays for a later request.
+    fn take(&self) -> Option<Sender> {
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        let mut i = senders.len();
+        while i > 0 {
+            i -= 1;
+            let (sender, since) = &senders[i];
+            if sender.is_closed() || since.elapsed() > self.idle_timeout {
+                senders.swap_remove(i);
+            } else if sender.is_ready() {
+                return Some(senders.swap_remove(i).0);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: Sender) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if senders.len() >= self.max_idle {
+            senders.remove(0);
+        }
+        senders.push((sender, Instant::now()));
+    }
+}
+
+/// A connection lent to one response: back to the pool when the response body was read
+/// to its end, closed (dropped) when it was abandoned halfway, since the rest of that
+/// body would still arrive on it.
+#[derive(Debug)]
+pub struct Checkin {
+    sender: Option<Sender>,
+    idle: Arc<IdleList>,
+}
+
+impl Checkin {
+    /// The response body ended: the connection can carry the next request.
+    pub fn done(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.idle.put(sender);
+        }
+    }
+}
