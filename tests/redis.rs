@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use support::redis::*;
+use support::relay;
 use support::*;
 
 /// The default lease; fencing and writers' waits are bounded by it.
@@ -472,6 +473,80 @@ async fn a_frozen_replica_is_named_and_the_writer_returns_within_the_lease() {
     // Once it is back, rotations wait for it again.
     let answer = b.rotate().await;
     assert!(all_acknowledged(&answer, 3), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_cut_off_by_a_blackhole_is_named_fenced_and_resyncs_when_reconnected() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(2, "").await;
+    cluster.require_auth().await;
+    let [a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    // c reaches Redis only through the relay.
+    let redis_addr = format!("127.0.0.1:{}", cluster.redis.port).parse().unwrap();
+    let relay = relay::Relay::start(redis_addr).await;
+    let config = replica_config(
+        cluster.dir.path(),
+        "c",
+        &format!("redis://{}", relay.addr),
+        cluster.upstream.addr,
+        "",
+    );
+    let c = Replica::spawn(&config, "c");
+    c.wait_ready().await;
+    let old = token_of(&a.rotate().await);
+    assert_eq!(c.batch(Some(&old)).await, StatusCode::OK);
+
+    relay.cut();
+    let started = Instant::now();
+    let answer = a.rotate().await;
+    let waited = started.elapsed();
+    assert!(waited < LEASE + Duration::from_millis(700), "{waited:?}");
+    let replicas = answer["replicas"].as_array().unwrap();
+    let of = |name: &str| replicas.iter().find(|r| r["replica"] == name).unwrap();
+    assert_eq!(of("c")["acknowledged"], false, "{answer}");
+    assert_eq!(of("a")["acknowledged"], true, "{answer}");
+    assert_eq!(of("b")["acknowledged"], true, "{answer}");
+    let new = token_of(&answer);
+    // By the time the writer stopped waiting for c, c's own lease had run out: it
+    // refuses protected routes (within the lease of the cut) and passes the rest.
+    assert_eq!(c.batch(Some(&old)).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(c.batch(Some(&new)).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(c.ready().await, StatusCode::SERVICE_UNAVAILABLE);
+    let other = get_status(&format!(
+        "http://{}/rest/v1/profiles/1?client=acme",
+        c.proxy
+    ))
+    .await;
+    assert_eq!(other, StatusCode::OK);
+    assert_eq!(b.batch(Some(&old)).await, StatusCode::UNAUTHORIZED);
+
+    relay.heal();
+    // Until it has resynced it refuses; it never honours the replaced token.
+    let resynced = eventually("c to resync", PATIENCE, || async {
+        let status = c.batch(Some(&old)).await;
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE,
+            "c answered {status} to the replaced token"
+        );
+        c.ready().await == StatusCode::OK
+    })
+    .await;
+    eprintln!("cut off: the writer returned after {waited:?}; c served again {resynced:?} after the relay healed");
+    assert_eq!(c.batch(Some(&old)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.batch(Some(&new)).await, StatusCode::OK);
+    assert_eq!(
+        gauge(&metrics_of(&c).await, "authgate_state_lag_revisions"),
+        0.0
+    );
+    // Reconnected, c holds a lease again: rotations wait for it.
+    let answer = b.rotate().await;
+    assert!(all_acknowledged(&answer, 3), "{answer}");
+    assert_eq!(c.batch(Some(&new)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(c.batch(Some(&token_of(&answer))).await, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
