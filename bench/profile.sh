@@ -5,6 +5,7 @@
 #   bench/profile.sh                 # build this checkout (release) and profile it
 #   PROFILE_BIN=path/to/authgate bench/profile.sh
 #   PROFILE_REQUESTS=5000 PROFILE_TOP=30 bench/profile.sh
+#   PROFILE_SYSCALLS=1 bench/profile.sh   # system calls per request (strace -c) instead
 #
 # An nginx upstream answers `200 ok`; tenant `acme` requires authentication and every
 # request (POST, keep-alive, 16 connections, `ab`) carries its token. The counters are
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v valgrind >/dev/null || missing+=(valgrind)
+command -v strace >/dev/null || missing+=(strace)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 command -v ab >/dev/null || missing+=(apache2-utils)
 command -v curl >/dev/null || missing+=(curl)
@@ -83,8 +85,12 @@ runtime: { worker_threads: 1 }
 log: { level: warn }
 admin: { keys: [ { name: bench, role: approver, sha256: "$DIGEST" } ] }
 YAML
-valgrind --tool=callgrind --callgrind-out-file="$SCRATCH/callgrind.out" \
-    "$BIN" serve -c "$SCRATCH/authgate.yaml" 2>"$SCRATCH/valgrind.log" &
+if [[ -n ${PROFILE_SYSCALLS:-} ]]; then
+    "$BIN" serve -c "$SCRATCH/authgate.yaml" 2>"$SCRATCH/authgate.log" &
+else
+    valgrind --tool=callgrind --callgrind-out-file="$SCRATCH/callgrind.out" \
+        "$BIN" serve -c "$SCRATCH/authgate.yaml" 2>"$SCRATCH/valgrind.log" &
+fi
 VG=$!
 PIDS+=($VG)
 for _ in $(seq 300); do
@@ -103,6 +109,23 @@ run() {
     grep "^Complete requests" "$SCRATCH/ab.out" | awk '{print $3}'
 }
 run 500 >/dev/null
+if [[ -n ${PROFILE_SYSCALLS:-} ]]; then
+    # Counted from attach (after the warm-up) to detach, over every thread.
+    strace -f -c -p "$VG" -o "$SCRATCH/strace.out" 2>"$SCRATCH/strace.log" &
+    STRACE=$!
+    until grep -q "attached" "$SCRATCH/strace.log" 2>/dev/null; do sleep 0.05; done
+    DONE=$(run "$REQUESTS")
+    kill -INT "$STRACE"
+    wait "$STRACE" || true
+    echo "binary:   $BIN ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    echo "requests: $DONE (POST with a valid token, keep-alive, 16 connections)"
+    echo
+    echo "system calls per request:"
+    awk -v n="$DONE" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { calls = $4; name = $NF; errs = (NF == 6) ? $5 : 0;
+        printf "  %-16s %6.2f  (errors %.2f)\n", name, calls / n, errs / n; total += calls }
+        END { printf "  %-16s %6.2f\n", "total", total / n }' "$SCRATCH/strace.out"
+    exit 0
+fi
 callgrind_control --zero "$VG" >/dev/null
 DONE=$(run "$REQUESTS")
 callgrind_control --dump "$VG" >/dev/null
