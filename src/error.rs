@@ -58,6 +58,14 @@ pub enum GatewayError {
     /// Redis did not answer in time; the change may still be applied.
     #[error("the state store did not answer in time")]
     StateUncertain,
+    /// The change is applied on the Redis primary but fewer Redis replicas than
+    /// `state.redis.wait_replicas` confirmed it.
+    #[error("revision {revision} not confirmed by {wanted} Redis replica(s)")]
+    StateNotReplicated {
+        revision: u64,
+        wanted: u64,
+        confirmed: u64,
+    },
     /// This replica's lease on the shared state ran out: it cannot vouch for tokens.
     #[error("the shared state is not confirmed")]
     Fenced,
@@ -167,6 +175,21 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"error":"state_unavailable","message":"the state store did not answer in time; the change may still take effect: read the tenant before retrying"}"#,
             ),
+            GatewayError::StateNotReplicated {
+                revision,
+                wanted,
+                confirmed,
+            } => {
+                let body = serde_json::json!({
+                    "error": "state_unavailable",
+                    "message": format!("the change was applied on the Redis primary (revision {revision}) but not confirmed on {wanted} Redis replica(s) ({confirmed} confirmed in time): it is in force, but a Redis failover could lose it. Read the tenant before retrying"),
+                    "revision": revision,
+                });
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from(body.to_string()),
+                );
+            }
             GatewayError::Fenced => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"error":"state_unavailable","message":"this gateway cannot confirm the current tokens (shared state unreachable); retry shortly"}"#,
@@ -237,7 +260,12 @@ impl GatewayError {
                 HeaderValue::from_static(challenge),
             );
         }
-        if matches!(self, GatewayError::Fenced | GatewayError::StateUncertain) {
+        if matches!(
+            self,
+            GatewayError::Fenced
+                | GatewayError::StateUncertain
+                | GatewayError::StateNotReplicated { .. }
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -346,6 +374,29 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
             "state_unavailable",
         );
+    }
+
+    #[test]
+    fn a_change_redis_replicas_did_not_confirm_is_503_saying_it_is_on_the_primary() {
+        let err = || GatewayError::StateNotReplicated {
+            revision: 9,
+            wanted: 1,
+            confirmed: 0,
+        };
+        check(err(), StatusCode::SERVICE_UNAVAILABLE, "state_unavailable");
+        let (_, body) = err().parts();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["revision"], 9);
+        let message = json["message"].as_str().unwrap();
+        assert!(
+            message.contains("applied on the Redis primary"),
+            "{message}"
+        );
+        assert!(
+            message.contains("not confirmed on 1 Redis replica"),
+            "{message}"
+        );
+        assert_eq!(err().into_response().headers()[header::RETRY_AFTER], "1");
     }
 
     fn challenge_of(err: GatewayError) -> String {

@@ -281,8 +281,11 @@ async fn redis_fault_fences_then_everything_converges(fault: RedisFault) {
         "{fault:?}: {answer}"
     );
     assert_eq!(answer["error"], "state_unavailable", "{answer}");
+    // Redis was unresponsive before the call, so the script was never sent.
     assert!(
-        answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing changed")),
         "{answer}"
     );
     assert!(started.elapsed() < LEASE + Duration::from_secs(2));
@@ -547,6 +550,77 @@ async fn a_replica_cut_off_by_a_blackhole_is_named_fenced_and_resyncs_when_recon
     assert!(all_acknowledged(&answer, 3), "{answer}");
     assert_eq!(c.batch(Some(&new)).await, StatusCode::UNAUTHORIZED);
     assert_eq!(c.batch(Some(&token_of(&answer))).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wait_replicas_confirms_changes_on_a_redis_replica_and_fails_clearly_without_it() {
+    if !have_redis() {
+        return;
+    }
+    let primary = Redis::start();
+    let follower = Redis::start_replica_of(&primary);
+    eventually("the Redis replica to sync", PATIENCE, || async {
+        primary.info("replication").contains("connected_slaves:1")
+            && follower
+                .info("replication")
+                .contains("master_link_status:up")
+    })
+    .await;
+    let cluster = Cluster::start_with(primary, 2, ", wait_replicas: 1").await;
+    cluster.require_auth().await;
+    let [a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let started = Instant::now();
+    let answer = a.rotate().await;
+    let confirmed_in = started.elapsed();
+    assert!(all_acknowledged(&answer, 2), "{answer}");
+    let old = token_of(&answer);
+
+    // A Redis replica that stops answering: the change lands on the primary, WAIT gets
+    // no confirmation within ack_timeout, and the call says exactly that.
+    follower.signal("STOP");
+    let started = Instant::now();
+    let (status, answer) = a.admin("POST", "/admin/v1/tenants/acme/token", "").await;
+    let failed_in = started.elapsed();
+    follower.signal("CONT");
+    eprintln!("WAIT 1: confirmed in {confirmed_in:?}; with the Redis replica stopped, refused in {failed_in:?}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"], "state_unavailable", "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("applied on the Redis primary"), "{answer}");
+    assert!(
+        message.contains("not confirmed on 1 Redis replica"),
+        "{answer}"
+    );
+    assert!(
+        answer.get("token").is_none(),
+        "no token handed out: {answer}"
+    );
+    // ack_timeout (default lease + 500 ms) bounds the whole wait.
+    let ack_timeout = LEASE + Duration::from_millis(500);
+    assert!(
+        failed_in < ack_timeout + Duration::from_millis(700),
+        "{failed_in:?}"
+    );
+    // It did take effect, on the primary and every gateway replica: the replaced token is
+    // dead, and the tenant is at the revision the error named.
+    let revision = answer["revision"].as_u64().unwrap();
+    for r in [a, b] {
+        assert_eq!(
+            r.batch(Some(&old)).await,
+            StatusCode::UNAUTHORIZED,
+            "{}",
+            r.name
+        );
+        let (_, doc) = r.admin("GET", "/admin/v1/tenants/acme", "").await;
+        assert_eq!(doc["revision"], revision, "{doc}");
+    }
+
+    // The Redis replica is back: changes are confirmed again.
+    let answer = b.rotate().await;
+    assert!(all_acknowledged(&answer, 2), "{answer}");
+    assert_eq!(a.batch(Some(&token_of(&answer))).await, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -184,12 +184,36 @@ pub async fn apply(
             StoreError::Conflict { .. } => {
                 tracing::info!(error = %e, %tenant, action, "state change refused")
             }
+            // It did change: the audit log must say so, though the caller gets a 503.
+            StoreError::NotReplicated {
+                revision,
+                wanted,
+                confirmed,
+            } => tracing::warn!(
+                target: "audit",
+                actor,
+                tenant = %tenant,
+                action,
+                revision,
+                redis_replicas_wanted = wanted,
+                redis_replicas_confirmed = confirmed,
+                "admin change applied on the Redis primary, not confirmed by its replicas"
+            ),
             _ => tracing::error!(error = %e, %tenant, action, "state change failed"),
         }
         match e {
             StoreError::Conflict { current } => GatewayError::Conflict { current },
             StoreError::NotInitialised => GatewayError::StateNotInitialised,
             StoreError::Uncertain(_) => GatewayError::StateUncertain,
+            StoreError::NotReplicated {
+                revision,
+                wanted,
+                confirmed,
+            } => GatewayError::StateNotReplicated {
+                revision,
+                wanted,
+                confirmed,
+            },
             StoreError::Unavailable(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
                 GatewayError::StateUnavailable
             }

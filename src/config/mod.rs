@@ -144,6 +144,9 @@ pub struct RedisState {
     pub heartbeat: Duration,
     /// Longest a change waits for the replicas' acknowledgements.
     pub ack_timeout: Duration,
+    /// How many Redis replicas must confirm a change (`WAIT`) before it is reported
+    /// done; 0: do not wait for Redis replicas.
+    pub wait_replicas: u64,
     /// This replica's name in leases and acknowledgements.
     pub replica: String,
 }

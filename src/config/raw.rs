@@ -118,6 +118,7 @@ pub(super) struct RawRedis {
     pub lease: Option<Value>,
     pub heartbeat: Option<Value>,
     pub ack_timeout: Option<Value>,
+    pub wait_replicas: Option<u64>,
     pub replica: Option<String>,
 }
 

@@ -167,6 +167,7 @@ fn redis_state_gets_defaults_and_its_timing_is_checked() {
     assert_eq!(redis.lease, Duration::from_millis(1500));
     assert_eq!(redis.heartbeat, Duration::from_millis(250));
     assert_eq!(redis.ack_timeout, Duration::from_millis(2000));
+    assert_eq!(redis.wait_replicas, 0, "WAIT is off by default");
     assert_eq!(redis.replica, "gw-1");
 
     let text = "\
@@ -192,4 +193,26 @@ state:
         parse("upstream: { url: \"http://x:1\" }\nstate:\n  redis: { url: \"redis://h:1\" }\n")
             .unwrap_err();
     assert_eq!(stray[0].key, "state.redis", "{stray:?}");
+}
+
+#[test]
+fn redis_wait_replicas_is_a_small_count_reported_with_its_line() {
+    let with = |value: &str| {
+        parse(&format!(
+            "upstream: {{ url: \"http://127.0.0.1:8081\" }}\nstate:\n  backend: redis\n  redis:\n    url: \"redis://127.0.0.1:6379\"\n    wait_replicas: {value}\n"
+        ))
+    };
+    let c = with("2").unwrap();
+    let State::Redis(redis) = &c.state else {
+        panic!("redis backend")
+    };
+    assert_eq!(redis.wait_replicas, 2);
+    for bad in ["101", "-1", "one", "1.5"] {
+        let problems = with(bad).unwrap_err();
+        assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+        assert_eq!(problems[0].line, Some(6), "{bad}: {problems:?}");
+    }
+    let too_many = with("101").unwrap_err();
+    assert_eq!(too_many[0].key, "state.redis.wait_replicas", "{too_many:?}");
+    assert!(too_many[0].message.contains("at most 100"), "{too_many:?}");
 }

@@ -391,6 +391,10 @@ fn admin_keys(raw: Vec<super::raw::RawAdminKey>, p: &mut Problems<'_>) -> Vec<Ad
     keys
 }
 
+/// More Redis replicas than any deployment runs: a larger `wait_replicas` is a typo, and
+/// every change would fail waiting for replicas that do not exist.
+const MAX_WAIT_REPLICAS: u64 = 100;
+
 /// `state.redis`: the URL is required; the lease must outlast several heartbeats (a
 /// replica keeps serving through a missed renewal or two) and the writers' wait.
 fn redis_state(raw: super::raw::RawRedis, p: &mut Problems<'_>) -> RedisState {
@@ -431,6 +435,13 @@ fn redis_state(raw: super::raw::RawRedis, p: &mut Problems<'_>) -> RedisState {
         let msg = "must be at least `lease`: a writer waits out a silent replica's lease".into();
         p.push(&at("ack_timeout"), msg);
     }
+    let wait_replicas = raw.wait_replicas.unwrap_or(0);
+    if wait_replicas > MAX_WAIT_REPLICAS {
+        let msg = format!(
+            "at most {MAX_WAIT_REPLICAS}: the number of Redis replicas (`--replicaof`) that must confirm each change; 0 turns it off"
+        );
+        p.push(&at("wait_replicas"), msg);
+    }
     let replica = raw.replica.unwrap_or_else(default_replica_name);
     let plain = |c: char| c.is_ascii_graphic();
     if replica.is_empty() || replica.len() > 128 || !replica.chars().all(plain) {
@@ -443,6 +454,7 @@ fn redis_state(raw: super::raw::RawRedis, p: &mut Problems<'_>) -> RedisState {
         lease,
         heartbeat,
         ack_timeout,
+        wait_replicas,
         replica,
     }
 }

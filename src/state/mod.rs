@@ -158,6 +158,15 @@ pub enum StoreError {
     /// Redis did not answer in time: the change may still be applied.
     #[error("redis did not answer in time: {0}")]
     Uncertain(String),
+    /// Also uncertain: the change is applied on the Redis primary (and acknowledged or
+    /// fenced as usual), but only `confirmed` of the `wanted` Redis replicas confirmed it
+    /// (`state.redis.wait_replicas`), so a failover could still lose it.
+    #[error("revision {revision} is on the Redis primary but only {confirmed} of {wanted} Redis replicas confirmed it")]
+    NotReplicated {
+        revision: u64,
+        wanted: u64,
+        confirmed: u64,
+    },
     #[error("state file {path}: {problem}")]
     Corrupt { path: String, problem: String },
     #[error("state file {path}: {source}")]
@@ -174,7 +183,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     fn load(&self) -> BoxFuture<'_, Result<State, StoreError>>;
     /// Applies `cmd` on top of the store's current state, durably, and returns the result.
     /// With `if_match`, only if the tenant's revision is that one ([`StoreError::Conflict`]).
-    /// On error nothing has changed (except [`StoreError::Uncertain`]).
+    /// On error nothing has changed (except [`StoreError::Uncertain`] and
+    /// [`StoreError::NotReplicated`]).
     fn apply(
         &self,
         cmd: Command,

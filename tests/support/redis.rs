@@ -81,6 +81,8 @@ impl Redis {
 
     /// A Redis replica (`--replicaof`) of `primary`, without persistence.
     pub fn start_replica_of(primary: &Redis) -> Redis {
+        // The primary otherwise waits 5 s for more replicas before a diskless full sync.
+        primary.cmd(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
         let args = [
             "--save",
             "",
@@ -138,19 +140,18 @@ impl Redis {
             }
             if let Ok(info) = redis.try_cmd(&["INFO", "server"]) {
                 // Answered: only ours if the server says it is our process.
-                let text = match info {
-                    ::redis::Value::BulkString(bytes) => {
-                        String::from_utf8_lossy(&bytes).into_owned()
-                    }
-                    ::redis::Value::VerbatimString { text, .. } => text,
-                    other => format!("{other:?}"),
-                };
+                let text = info_text(info);
                 let pid = format!("process_id:{}", redis.child.id());
                 return text.lines().any(|l| l.trim() == pid).then_some(redis);
             }
             std::thread::sleep(Duration::from_millis(25));
         }
         None
+    }
+
+    /// `INFO <section>` as text.
+    pub fn info(&self, section: &str) -> String {
+        info_text(self.cmd(&["INFO", section]))
     }
 
     pub fn url(&self) -> String {
@@ -208,6 +209,14 @@ impl Drop for Redis {
         let _ = signal_quiet(self.pid(), "CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn info_text(info: ::redis::Value) -> String {
+    match info {
+        ::redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        ::redis::Value::VerbatimString { text, .. } => text,
+        other => format!("{other:?}"),
     }
 }
 

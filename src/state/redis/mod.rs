@@ -12,7 +12,9 @@
 //! (checks the epoch and `If-Match`, bumps the revision, writes the tenant and the log,
 //! publishes, returns the live leases), then wait until every replica holding a live
 //! lease acknowledged the revision or its lease ran out (it has fenced itself by then),
-//! bounded by `ack_timeout`.
+//! bounded by `ack_timeout`. With `wait_replicas`, it then runs `WAIT` on the connection
+//! the change went down, so the change is on that many Redis replicas before the call
+//! succeeds (else [`StoreError::NotReplicated`]: applied on the primary, not confirmed).
 //!
 //! A replica ([`replica`]): subscribe to changes, load a snapshot atomically, renew its
 //! lease every heartbeat with `renew.lua` (refused when it is behind or on another
@@ -105,6 +107,9 @@ impl Scripts {
 struct Conn {
     client: Client,
     timeout: Duration,
+    /// The longest any call may take (a `WAIT` outlasts `timeout`); the connection's own
+    /// response timeout, so the library never cuts such a call short.
+    longest: Duration,
     /// PING an idle connection before each script (writers: a change must not go down
     /// a dead connection; the replica loop retries by itself and skips the round trip).
     probe: bool,
@@ -112,10 +117,11 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(client: Client, timeout: Duration, probe: bool) -> Conn {
+    fn new(client: Client, timeout: Duration, longest: Duration, probe: bool) -> Conn {
         Conn {
             client,
             timeout,
+            longest: longest.max(timeout),
             probe,
             slot: tokio::sync::Mutex::new(None),
         }
@@ -128,7 +134,7 @@ impl Conn {
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout);
+            .set_response_timeout(self.longest);
         let conn = tokio::time::timeout(
             self.timeout,
             self.client
@@ -165,6 +171,15 @@ impl Conn {
     /// Runs `invocation`; a timeout after the request may have been sent is
     /// [`StoreError::Uncertain`].
     async fn run(&self, invocation: &::redis::ScriptInvocation<'_>) -> Result<Value, StoreError> {
+        Ok(self.run_keeping(invocation).await?.0)
+    }
+
+    /// [`Conn::run`], also returning the connection the script went down (a `WAIT` must
+    /// follow on the same one: it counts the writes of the client that sends it).
+    async fn run_keeping(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Result<(Value, MultiplexedConnection), StoreError> {
         let mut conn = if self.probe {
             self.checked().await?
         } else {
@@ -172,7 +187,7 @@ impl Conn {
         };
         match tokio::time::timeout(self.timeout, invocation.invoke_async::<Value>(&mut conn)).await
         {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => Ok((value, conn)),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     self.slot.lock().await.take();
@@ -243,8 +258,13 @@ impl RedisStore {
             inner: Arc::new(Inner {
                 keys: Keys::new(&settings.key_prefix),
                 scripts: Scripts::new(),
-                writer: Conn::new(client.clone(), timeout, true),
-                replica: Conn::new(client.clone(), heartbeat, false),
+                writer: Conn::new(
+                    client.clone(),
+                    timeout,
+                    settings.ack_timeout + heartbeat,
+                    true,
+                ),
+                replica: Conn::new(client.clone(), heartbeat, heartbeat, false),
                 client,
                 fence: Fence::new(),
                 settings,
@@ -332,7 +352,8 @@ impl Inner {
             .arg(created)
             .arg(expires)
             .arg(&keys.changes);
-        let reply = Reply::parse(self.writer.run(&invocation).await?)?;
+        let (value, conn) = self.writer.run_keeping(&invocation).await?;
+        let reply = Reply::parse(value)?;
         let (revision, now_ms, leases, tenant) = match reply.tag() {
             "ok" => {
                 let revision = int(reply.get(1))?;
@@ -360,11 +381,56 @@ impl Inner {
             .await_acks(&mut acks, revision, now_ms, leases, started)
             .await;
         crate::metrics::ack_wait(started.elapsed());
+        self.confirm_replicated(conn, revision, started).await?;
         Ok(Applied {
             revision,
             tenant,
             state: None,
             replicas: Some(replicas),
+        })
+    }
+
+    /// `WAIT wait_replicas <ms>` on the connection the change went down, within what is
+    /// left of `ack_timeout` after the replicas' acknowledgements (so they are in force
+    /// or fenced whatever the outcome). Fewer confirmations: the change is on the primary
+    /// only, and a failover could lose it; never reported as a success.
+    async fn confirm_replicated(
+        &self,
+        mut conn: MultiplexedConnection,
+        revision: u64,
+        started: Instant,
+    ) -> Result<(), StoreError> {
+        let wanted = self.settings.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let left = (started + self.settings.ack_timeout).saturating_duration_since(Instant::now());
+        // `WAIT n 0` would block forever.
+        let left_ms = (left.as_millis() as u64).max(1);
+        let mut wait = ::redis::cmd("WAIT");
+        wait.arg(wanted).arg(left_ms);
+        // Redis answers by `left_ms` itself; the margin only guards against a Redis that
+        // stopped answering altogether.
+        let bound = Duration::from_millis(left_ms) + self.settings.heartbeat;
+        let confirmed = match tokio::time::timeout(bound, wait.query_async::<u64>(&mut conn)).await
+        {
+            Ok(Ok(confirmed)) => confirmed,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, revision, "WAIT for Redis replicas failed");
+                0
+            }
+            Err(_) => {
+                tracing::warn!(revision, "WAIT for Redis replicas got no answer");
+                0
+            }
+        };
+        if confirmed >= wanted {
+            return Ok(());
+        }
+        Err(StoreError::NotReplicated {
+            revision,
+            wanted,
+            confirmed,
         })
     }
 
@@ -534,7 +600,8 @@ pub enum InitOutcome {
 pub async fn init(settings: &RedisState, force: bool) -> Result<InitOutcome, StoreError> {
     let client = Client::open(settings.url.as_str())
         .map_err(|e| StoreError::Unavailable(format!("state.redis.url: {e}")))?;
-    let conn = Conn::new(client, Duration::from_secs(5), false);
+    let timeout = Duration::from_secs(5);
+    let conn = Conn::new(client, timeout, timeout, false);
     let keys = Keys::new(&settings.key_prefix);
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| StoreError::Unavailable(e.to_string()))?;
