@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
@@ -35,11 +35,27 @@ pub fn have_redis() -> bool {
 pub struct Redis {
     pub port: u16,
     child: Child,
-    /// Arguments beyond port and bind (persistence, `--replicaof`), kept for restarts.
+    /// Arguments beyond port, bind and dir (persistence, `--replicaof`), kept for restarts.
     args: Vec<String>,
-    /// The persistent server's data directory, kept across restarts.
-    data: Option<std::sync::Arc<tempfile::TempDir>>,
+    /// Its own working directory, kept across [`Redis::restart`]: a Redis replica writes
+    /// the snapshot it syncs from as `dump.rdb` there, and every server loads a
+    /// `dump.rdb` it finds at start, so a shared directory would leak one test's state
+    /// into another's "empty" Redis.
+    dir: Arc<tempfile::TempDir>,
 }
+
+type Dir = Arc<tempfile::TempDir>;
+
+fn new_dir() -> Dir {
+    Arc::new(tempfile::tempdir().unwrap())
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// No persistence: an RDB snapshot never, an append-only file never.
+const VOLATILE: [&str; 4] = ["--save", "", "--appendonly", "no"];
 
 impl Redis {
     /// Starts on a free port. Tests run in parallel and a port found free can be taken
@@ -47,82 +63,54 @@ impl Redis {
     /// answer our `PING`, mixing two clusters. So a start only counts when our own
     /// process is the one still running, else it is tried again on another port.
     pub fn start() -> Redis {
-        Redis::start_with(
-            vec![
-                "--save".into(),
-                String::new(),
-                "--appendonly".into(),
-                "no".into(),
-            ],
-            None,
-        )
+        Redis::start_with(owned(&VOLATILE))
     }
 
     /// A server that writes every change to its append-only file before answering
     /// (`appendfsync always`), so a SIGKILL loses nothing and [`Redis::restart`] brings
     /// the data back.
     pub fn start_persistent() -> Redis {
-        let data = tempfile::tempdir().unwrap();
-        let args = [
+        Redis::start_with(owned(&[
             "--save",
             "",
             "--appendonly",
             "yes",
             "--appendfsync",
             "always",
-            "--dir",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([data.path().to_str().unwrap().to_string()])
-        .collect();
-        Redis::start_with(args, Some(std::sync::Arc::new(data)))
+        ]))
     }
 
     /// A Redis replica (`--replicaof`) of `primary`, without persistence.
     pub fn start_replica_of(primary: &Redis) -> Redis {
         // The primary otherwise waits 5 s for more replicas before a diskless full sync.
         primary.cmd(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
-        let args = [
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--replicaof",
-            "127.0.0.1",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([primary.port.to_string()])
-        .collect();
-        Redis::start_with(args, None)
+        let port = primary.port.to_string();
+        let mut args = owned(&VOLATILE);
+        args.extend(owned(&["--replicaof", "127.0.0.1", &port]));
+        Redis::start_with(args)
     }
 
-    fn start_with(args: Vec<String>, data: Option<std::sync::Arc<tempfile::TempDir>>) -> Redis {
+    fn start_with(args: Vec<String>) -> Redis {
         for _ in 0..10 {
-            if let Some(redis) = Redis::try_start_on(free_port(), &args, &data) {
+            if let Some(redis) = Redis::try_start_on(free_port(), &args, new_dir()) {
                 return redis;
             }
         }
         panic!("redis-server did not start on any of 10 free ports");
     }
 
-    /// Starts on `port` (a restart on the same port) and waits until it answers `PING`.
+    /// Starts an empty server on `port` (a restart on the same port) and waits until it
+    /// answers `PING`.
     pub fn start_on(port: u16) -> Redis {
-        let args = ["--save", "", "--appendonly", "no"]
-            .map(String::from)
-            .to_vec();
-        Redis::try_start_on(port, &args, &None)
+        Redis::try_start_on(port, &owned(&VOLATILE), new_dir())
             .unwrap_or_else(|| panic!("redis-server on {port} did not start"))
     }
 
-    fn try_start_on(
-        port: u16,
-        args: &[String],
-        data: &Option<std::sync::Arc<tempfile::TempDir>>,
-    ) -> Option<Redis> {
+    fn try_start_on(port: u16, args: &[String], dir: Dir) -> Option<Redis> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir.path())
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -132,7 +120,7 @@ impl Redis {
             port,
             child,
             args: args.to_vec(),
-            data: data.clone(),
+            dir,
         };
         for _ in 0..200 {
             if !matches!(redis.child.try_wait(), Ok(None)) {
@@ -198,8 +186,8 @@ impl Redis {
     /// one comes back with its data.
     pub fn restart(&mut self) {
         self.kill();
-        let (args, data) = (self.args.clone(), self.data.clone());
-        *self = Redis::try_start_on(self.port, &args, &data)
+        let (args, dir) = (self.args.clone(), self.dir.clone());
+        *self = Redis::try_start_on(self.port, &args, dir)
             .unwrap_or_else(|| panic!("redis-server did not restart on {}", self.port));
     }
 }
