@@ -82,7 +82,10 @@ impl Pool {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: opening a connection (TLS state included) is the cold path, and would
+        // otherwise size every request's future for it, which hyper keeps allocated
+        // per client connection.
+        let mut sender = Box::pin(self.connect()).await?;
         match sender.try_send_request(req).await {
             Ok(response) => Ok((response, self.checkin(sender))),
             Err(e) => Err(PoolError::Request(e.into_error())),

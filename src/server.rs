@@ -180,7 +180,10 @@ async fn serve_connection<H: Handler>(
             let handler = handler.clone();
             let client = client.clone();
             async move {
-                let response = handler.handle(req, &client).await;
+                // Boxed per request: hyper keeps one allocation of the service future's
+                // size for each connection, idle or not, and the handler's future is
+                // kilobytes; a short-lived box costs one malloc per request instead.
+                let response = Box::pin(handler.handle(req, &client)).await;
                 Ok::<_, Infallible>(response.map(|body| body.with_guard(guard)))
             }
         })
