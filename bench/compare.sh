@@ -31,89 +31,34 @@
 # loopback ports and stops exactly what it started on exit.
 set -euo pipefail
 
+RATE=${BENCH_RATE:-5000}
+ROTATION=${BENCH_ROTATION:-1}
+UPLOAD_PATH=/upload
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HERE=$ROOT/bench
+BENCH_NAME=compare
+# say/die, cleanup of what is started (PIDS), run, CPU accounting, wrk, noise control.
+source "$HERE/lib.sh"
+common_knobs # BENCH_SECONDS, BENCH_ROUNDS, BENCH_CONNECTIONS, the pinning and the noise control
 QUICK=${BENCH_QUICK:-0}
-if ((QUICK)); then
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+UPLOAD_MIB=${BENCH_UPLOAD_MIB:-1024}
+if ((QUICK)); then # a smoke run, unless the knobs are set
     SECS=${BENCH_SECONDS:-2}
     ROUNDS=${BENCH_ROUNDS:-1}
     IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
     UPLOAD_MIB=${BENCH_UPLOAD_MIB:-64}
     QUIET_WAIT=${BENCH_QUIET_WAIT:-1}
-else
-    SECS=${BENCH_SECONDS:-10}
-    ROUNDS=${BENCH_ROUNDS:-3}
-    IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
-    UPLOAD_MIB=${BENCH_UPLOAD_MIB:-1024}
-    QUIET_WAIT=${BENCH_QUIET_WAIT:-10}
 fi
-CONNS=${BENCH_CONNECTIONS:-64}
-RATE=${BENCH_RATE:-5000}
-ROTATION=${BENCH_ROTATION:-1}
-PROXY_CPU=${BENCH_PROXY_CPU:-0}
-LOAD_CPU=${BENCH_LOAD_CPU:-1}
-NOISE_PCT=${BENCH_NOISE_PCT:-15}
-REDO=${BENCH_REDO:-2}
-WARMUP_SECS=2
-PATH_UNDER_TEST=/m2/acme/v2/profile/batchUpdate
-UPLOAD_PATH=/upload
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HERE=$ROOT/bench
-
-say() { printf '%s\n' "$*" >&2; }
-die() { say "compare: $*"; exit 1; }
-
-for knob in QUICK SECS ROUNDS CONNS RATE IDLE_CONNS UPLOAD_MIB ROTATION PROXY_CPU LOAD_CPU NOISE_PCT REDO QUIET_WAIT; do
-    [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a whole number, got '${!knob}'"
-done
+check_whole_numbers QUICK SECS ROUNDS CONNS RATE IDLE_CONNS UPLOAD_MIB ROTATION PROXY_CPU LOAD_CPU NOISE_PCT REDO QUIET_WAIT
 ((SECS > 0 && ROUNDS > 0 && CONNS > 0 && RATE > 0 && IDLE_CONNS > 0 && UPLOAD_MIB > 0)) ||
     die "BENCH_SECONDS, BENCH_ROUNDS, BENCH_CONNECTIONS, BENCH_RATE, BENCH_IDLE_CONNS and BENCH_UPLOAD_MIB must be > 0"
 
-# --- what this script starts, and its cleanup -------------------------------------------
-SCRATCH='' PIDS=() CHILD_PID='' ROT_PID=''
-cleanup() {
-    local pid
-    for pid in $CHILD_PID $ROT_PID "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in $CHILD_PID $ROT_PID "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    CHILD_PID='' ROT_PID='' PIDS=()
-    if [[ -n $SCRATCH ]]; then rm -rf "$SCRATCH"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Runs a command in the background and waits for it: bash defers traps until a
-# foreground command ends, while `wait` returns at once on a signal.
-run() {
-    "$@" &
-    CHILD_PID=$!
-    local rc=0
-    wait "$CHILD_PID" || rc=$?
-    CHILD_PID=''
-    return "$rc"
-}
-
 # --- tools ------------------------------------------------------------------------------
-PATH=$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    say "compare: installing ${missing[*]} with apt-get"
-    if ((EUID == 0)); then sudo=(); elif command -v sudo >/dev/null; then sudo=(sudo); else
-        die "missing ${missing[*]}; install them (apt-get install -y ${missing[*]}) or run as root"
-    fi
-    "${sudo[@]}" apt-get update -qq >&2
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
-for tool in python3 taskset pgrep rustc fallocate; do
-    command -v "$tool" >/dev/null || die "$tool is required"
-done
+need_packages wrk:wrk nginx:nginx-light haproxy:haproxy curl:curl
+need_tools python3 taskset pgrep rustc fallocate
 # Fixed-rate load generator: oha (cargo install, several minutes), else wrk2, else none.
 FIXED=''
 FIXED_WANT=${BENCH_FIXED:-auto}
@@ -128,24 +73,8 @@ none) ;;
 *) die "BENCH_FIXED must be auto, oha, wrk2 or none" ;;
 esac
 [[ -n $FIXED ]] || say "compare: warning: no fixed-rate load generator (oha or wrk2); the fixed-rate rows will be missing"
-for cpu in "$PROXY_CPU" "$LOAD_CPU"; do
-    taskset -c "$cpu" true 2>/dev/null || die "cannot pin to CPU $cpu (this machine has $(nproc)); set BENCH_PROXY_CPU / BENCH_LOAD_CPU"
-done
-[[ $PROXY_CPU != "$LOAD_CPU" ]] || say "compare: warning: proxies and load share CPU $PROXY_CPU; figures will not be comparable"
-
-if [[ -n ${BENCH_BIN:-} ]]; then
-    BIN=$BENCH_BIN
-    [[ -x $BIN ]] || die "BENCH_BIN=$BIN is not an executable"
-else
-    command -v cargo >/dev/null || die "cargo is required (or set BENCH_BIN)"
-    say "compare: building authgate (cargo build --release)"
-    run cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" >&2 ||
-        die "cargo build failed; fix the build, or measure a built binary with BENCH_BIN=PATH"
-    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    BIN=$TARGET_DIR/release/authgate
-    [[ -x $BIN ]] || die "no binary at $BIN"
-fi
+check_pinning proxies
+resolve_bin
 
 # Room for 10,000 idle connections (and their upstream side) in every process we start.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -155,125 +84,50 @@ NOFILE=$(ulimit -n)
 
 # --- scratch folder, ports, sink ----------------------------------------------------------
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/authgate-compare.XXXXXX")
-mkdir -p "$SCRATCH"/tmp_backend "$SCRATCH"/tmp_proxy
+mkdir -p "$SCRATCH"/tmp_proxy
 # A private copy: a rebuild in this checkout during the run does not change what is measured.
 cp "$BIN" "$SCRATCH/authgate"
 AG_BIN=$SCRATCH/authgate
 say "compare: building the upload sink (rustc -O bench/sink.rs)"
 run rustc -O -o "$SCRATCH/sink" "$HERE/sink.rs" >&2 || die "cannot build bench/sink.rs"
 
-# Eight distinct free loopback ports: all bound at once, then released.
-read -r P_BACKEND P_SINK P_NGINX P_HAPROXY P_AG P_AG_ADMIN P_AGU P_AGU_ADMIN < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(8)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-for s in socks:
-    s.close()
-')
+read -r P_BACKEND P_SINK P_NGINX P_HAPROXY P_AG P_AG_ADMIN P_AGU P_AGU_ADMIN < <(free_ports 8)
 
 USER_LINE=''
 ((EUID == 0)) && USER_LINE='user root root;'   # else the worker runs as nobody, locked out of $SCRATCH
 
-wait_for() { # URL PID NAME LOG
-    local i
-    for ((i = 0; i < 100; i++)); do
-        curl -s -o /dev/null "$1" && return 0
-        kill -0 "$2" 2>/dev/null || { tail -n 20 "$4" >&2; die "$3 exited during start-up"; }
-        sleep 0.1
-    done
-    tail -n 20 "$4" >&2
-    die "$3 not ready at $1 after 10 s"
-}
-
 # --- upstream: nginx answering 200 "ok\n" (equivalent to shared/bench backend.conf) ------
-cat >"$SCRATCH/backend.conf" <<NG
-$USER_LINE
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-pid $SCRATCH/backend.pid;
-error_log $SCRATCH/backend.err warn;
-events { worker_connections $((NOFILE - 500)); multi_accept on; }
-http {
-  access_log off;
-  keepalive_timeout 300s;
-  keepalive_requests 100000000;
-  client_max_body_size 2g;
-  lingering_time 600s;
-  client_body_temp_path $SCRATCH/tmp_backend/body;
-  proxy_temp_path $SCRATCH/tmp_backend/proxy;
-  fastcgi_temp_path $SCRATCH/tmp_backend/fcgi;
-  uwsgi_temp_path $SCRATCH/tmp_backend/uwsgi;
-  scgi_temp_path $SCRATCH/tmp_backend/scgi;
-  default_type text/plain;
-  server {
-    listen 127.0.0.1:$P_BACKEND backlog=4096;
-    location / { return 200 "ok\n"; }
-  }
-}
-NG
-nginx -t -p "$SCRATCH" -e "$SCRATCH/backend.err" -c "$SCRATCH/backend.conf" >/dev/null 2>&1 ||
-    { nginx -t -p "$SCRATCH" -e "$SCRATCH/backend.err" -c "$SCRATCH/backend.conf" >&2 || true; die "backend nginx config rejected"; }
-taskset -c "$LOAD_CPU" nginx -p "$SCRATCH" -e "$SCRATCH/backend.err" -c "$SCRATCH/backend.conf" >"$SCRATCH/backend.out" 2>&1 &
-BACKEND_PID=$!; PIDS+=("$BACKEND_PID")
-wait_for "http://127.0.0.1:$P_BACKEND/" "$BACKEND_PID" "backend nginx" "$SCRATCH/backend.err"
+start_upstream_nginx backend "$P_BACKEND" "worker_rlimit_nofile $NOFILE;" \
+    "worker_connections $((NOFILE - 500)); multi_accept on;" \
+    "client_max_body_size 2g; lingering_time 600s;"
+BACKEND_PID=$UPSTREAM_PID
 
 taskset -c "$LOAD_CPU" "$SCRATCH/sink" "127.0.0.1:$P_SINK" >"$SCRATCH/sink.log" 2>&1 &
 SINK_PID=$!; PIDS+=("$SINK_PID")
 wait_for "http://127.0.0.1:$P_SINK/" "$SINK_PID" sink "$SCRATCH/sink.log"
 
 # --- authgate: the gateway (upstream: backend) and an upload instance (upstream: sink) ---
-read -r ADMIN_KEY ADMIN_KEY_SHA256 < <(python3 -c '
-import hashlib, secrets
-key = "authgate_ak_" + secrets.token_urlsafe(32)
-print(key, hashlib.sha256(key.encode()).hexdigest())
-')
-authgate_conf() { # FILE PROXY_PORT ADMIN_PORT UPSTREAM_PORT STATE
-    cat >"$1" <<YAML
-listen:
-  proxy: "127.0.0.1:$2"
-  admin: "127.0.0.1:$3"
-upstream:
-  url: "http://127.0.0.1:$4"
-state:
-  backend: file
-  path: "$5"
-runtime: { worker_threads: 1 }
-log: { level: warn }
-limits:
+new_admin_key
+extra="limits:
   max_connections: $((IDLE_CONNS > 10000 ? IDLE_CONNS + 100 : 10100))
-admin:
-  keys:
-    - { name: bench, role: approver, sha256: "$ADMIN_KEY_SHA256" }
-YAML
-}
-authgate_conf "$SCRATCH/authgate.yaml" "$P_AG" "$P_AG_ADMIN" "$P_BACKEND" "$SCRATCH/state.json"
-authgate_conf "$SCRATCH/authgate-upload.yaml" "$P_AGU" "$P_AGU_ADMIN" "$P_SINK" "$SCRATCH/state-upload.json"
+$(admin_keys_yaml)"
+authgate_conf "$SCRATCH/authgate.yaml" "$P_AG" "$P_AG_ADMIN" "$P_BACKEND" "  backend: file
+  path: \"$SCRATCH/state.json\"" "$extra"
+authgate_conf "$SCRATCH/authgate-upload.yaml" "$P_AGU" "$P_AGU_ADMIN" "$P_SINK" "  backend: file
+  path: \"$SCRATCH/state-upload.json\"" "$extra"
 "$AG_BIN" check -c "$SCRATCH/authgate.yaml" >/dev/null || die "authgate rejected its bench config"
 start_authgate() {
-    taskset -c "$PROXY_CPU" "$AG_BIN" serve -c "$SCRATCH/authgate.yaml" >>"$SCRATCH/authgate.log" 2>&1 &
-    AG_PID=$!; PIDS+=("$AG_PID")
-    wait_for "http://127.0.0.1:$P_AG_ADMIN/readyz" "$AG_PID" authgate "$SCRATCH/authgate.log"
+    start_authgate_at "$SCRATCH/authgate.yaml" "$P_AG_ADMIN" authgate "$SCRATCH/authgate.log" "$AG_BIN"
+    AG_PID=$AG_STARTED
 }
 start_authgate
-taskset -c "$PROXY_CPU" "$AG_BIN" serve -c "$SCRATCH/authgate-upload.yaml" >"$SCRATCH/authgate-upload.log" 2>&1 &
-AGU_PID=$!; PIDS+=("$AGU_PID")
-wait_for "http://127.0.0.1:$P_AGU_ADMIN/readyz" "$AGU_PID" "authgate (upload)" "$SCRATCH/authgate-upload.log"
+start_authgate_at "$SCRATCH/authgate-upload.yaml" "$P_AGU_ADMIN" "authgate (upload)" "$SCRATCH/authgate-upload.log" "$AG_BIN"
+AGU_PID=$AG_STARTED
 
-admin() { # METHOD PATH BODY
-    curl -sSf -X "$1" -H "Authorization: Bearer $ADMIN_KEY" \
-        -H 'Content-Type: application/json' -d "$3" "http://127.0.0.1:$P_AG_ADMIN$2"
-}
-admin PUT /admin/v1/tenants/acme/settings '{"require_authentication": true}' >/dev/null ||
-    die "the admin API refused to turn on authentication"
-TOKEN=$(admin POST /admin/v1/tenants/acme/token '{"expires_in": 86400}' |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])') ||
-    die "the admin API did not generate a token"
+acme_token "$P_AG_ADMIN"
 # A second tenant, rotated every 100 ms in the rotation row (rotating acme's own token
 # would invalidate the one wrk sends: invalidation is immediate).
-admin PUT /admin/v1/tenants/rotor/settings '{"require_authentication": true}' >/dev/null
+admin_api "$P_AG_ADMIN" PUT /admin/v1/tenants/rotor/settings '{"require_authentication": true}' >/dev/null
 
 # --- peers: nginx and HAProxy doing the same job (equivalent to shared/bench/peer-configs.sh)
 # /m2/ requires exactly "Bearer <token>" (else 401), other paths pass, upstream keep-alive
@@ -378,13 +232,9 @@ start_haproxy
 # memory figure needs a process that has not yet grown for 10,000 connections (allocators
 # keep freed memory, so a second measurement in the same process would read ~0).
 restart_proxy() { # TARGET
-    local var pid rest=() p
+    local var
     case $1 in nginx) var=NGINX_PID ;; haproxy) var=HAPROXY_PID ;; authgate) var=AG_PID ;; *) return 0 ;; esac
-    pid=${!var}
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || rest+=("$p"); done
-    PIDS=("${rest[@]}")
+    stop_pid "${!var}"
     # The listening port is free again once the process is gone (nginx and HAProxy set
     # SO_REUSEADDR, authgate too), but give the kernel a moment.
     sleep 0.3
@@ -405,42 +255,19 @@ proxy_pids() {
     esac
 }
 
-# The request: POST a small bulk-update body with the token, on every target.
-BODY=$'batch=pcId,profile.tier,profile.city\n1001,gold,Paris\n1002,silver,Lyon\n'
+# The request (BODY, from lib.sh): POST a small bulk-update body with the token, on every target.
 printf '%s' "$BODY" >"$SCRATCH/body"
-cat >"$SCRATCH/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = [[$BODY]]
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
+write_post_lua "$SCRATCH/post.lua" "$TOKEN"
 printf 'Authorization: Bearer %s\n' "$TOKEN" >"$SCRATCH/idle-headers"
 
 # Every proxy must really check the token: without it 401, with it 200.
-code() { curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary "$BODY" "${@:2}" "http://127.0.0.1:$1$PATH_UNDER_TEST"; }
 for t in nginx haproxy authgate; do
-    [[ $(code "${PORT[$t]}") == 401 ]] || die "$t let a request without the token through"
-    [[ $(code "${PORT[$t]}" -H "Authorization: Bearer $TOKEN") == 200 ]] || die "$t refused the token"
+    check_token_enforced "$t" "http://127.0.0.1:${PORT[$t]}$PATH_UNDER_TEST"
 done
-[[ $(code "$P_BACKEND" -H "Authorization: Bearer $TOKEN") == 200 ]] || die "the backend does not answer 200"
+[[ $(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary "$BODY" -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$P_BACKEND$PATH_UNDER_TEST") == 200 ]] || die "the backend does not answer 200"
 
-# --- CPU and memory accounting --------------------------------------------------------------
-HZ=$(getconf CLK_TCK)
-machine_busy() { awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat; }
-proc_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-pids_cpu() { local t=0 p; for p in "$@"; do t=$((t + $(proc_cpu "$p"))); done; echo "$t"; }
-children_cpu() { awk '{ print $16 + $17 }' /proc/$$/stat; }
-# CPU of everything this benchmark runs (all started processes and their children, and
-# the waited-for load generators).
-bench_cpu() {
-    local total pid
-    total=$(children_cpu)
-    for pid in "${PIDS[@]}" $ROT_PID; do
-        total=$((total + $(proc_cpu "$pid")))
-        for c in $(pgrep -P "$pid" || true); do total=$((total + $(proc_cpu "$c"))); done
-    done
-    echo "$total"
-}
+# --- memory accounting (CPU accounting: lib.sh) ----------------------------------------------
 status_kib() { # FIELD PID... → sum in KiB
     local f=$1 t=0 p v; shift
     for p in "$@"; do
@@ -449,43 +276,12 @@ status_kib() { # FIELD PID... → sum in KiB
     done
     echo "$t"
 }
-wait_quiet() {
-    local i b0 b1
-    for ((i = 0; i < QUIET_WAIT; i++)); do
-        b0=$(machine_busy); sleep 1; b1=$(machine_busy)
-        (((b1 - b0) * 100 < NOISE_PCT * HZ)) && return 0
-    done
-    return 1
-}
 
 RESULTS=$SCRATCH/results.tsv
 : >"$RESULTS"
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${5:-0}" >>"$RESULTS"; } # METRIC TARGET ROUND VALUE NOISE
 
 # --- load generators ----------------------------------------------------------------------
-# wrk output → "rps p50_ms p99_ms non2xx socket_errors requests"
-parse_wrk() {
-    awk '
-    function ms(v,   n, u) {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") return n / 1000
-        if (u == "ms") return n
-        if (u == "s")  return n * 1000
-        if (u == "m")  return n * 60000
-        return -1
-    }
-    / requests in /             { n = $1 }
-    /^Requests\/sec:/           { rps = $2 }
-    $1 == "50%" || $1 == "50.000%" { p50 = ms($2) }
-    $1 == "99%" || $1 == "99.000%" { p99 = ms($2) }
-    /Non-2xx or 3xx responses:/ { bad = $NF }
-    /Socket errors:/            { gsub(/,/, ""); errs = $4 + $6 + $8 + $10 }
-    END { printf "%s %s %s %d %d %d\n", rps, p50, p99, bad, errs, n }
-    ' "$1"
-}
-run_wrk() { # URL OUTFILE SECONDS
-    run taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNS" "-d${3}s" --latency -s "$SCRATCH/post.lua" "$1" >"$2" 2>&1
-}
 # Fixed rate → "p50_ms p99_ms ok_requests bad"
 run_fixed() { # URL OUTFILE SECONDS
     case $FIXED in
@@ -538,54 +334,45 @@ try:
 except (KeyboardInterrupt, SystemExit):
     pass
 PY
-    ROT_PID=$!
+    ROT_PID=$!; PIDS+=("$ROT_PID")
 }
 stop_rotation() {
-    kill -TERM "$ROT_PID" 2>/dev/null || true
-    wait "$ROT_PID" 2>/dev/null || true
+    stop_pid "$ROT_PID"
     ROT_PID=''
+}
+
+# Load functions for `measure` (lib.sh) on WRK_URL: wrk, wrk while the rotation runs, and
+# the fixed-rate generator.
+closed_load() { wrk_load "$1"; }
+rotation_load() {
+    local rc=0
+    start_rotation
+    wrk_load "$1" || rc=$?
+    stop_rotation
+    return "$rc"
+}
+fixed_load() {
+    run_fixed "$WRK_URL" "$1" "$SECS" >"$1.parsed" || return 1
+    read -r P50 P99 N BAD <"$1.parsed"
+    ERRS=0 RPS=$(awk -v n="$N" -v s="$SECS" 'BEGIN { print n / s }')
+}
+report_load() {
+    say "$(printf 'compare: round %d %-8s %-8s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  proxy CPU %6s us/req  other load %d%%%s' \
+        "$round" "$kind" "$target" "$RPS" "$P50" "$P99" "$([[ $target == direct ]] && echo - || echo "$CPU_US")" "$NOISE" \
+        "$([[ $kind == rotation ]] && echo "  rotations $(cat "$SCRATCH/rotations" 2>/dev/null || echo 0)")")"
 }
 
 # One timed run with noise control: wrk or the fixed-rate generator, on TARGET.
 # Records rps/p50/p99/cpu for KIND (closed|fixed|rotation).
 measure_load() { # KIND TARGET ROUND
-    local kind=$1 target=$2 round=$3 url try quiet out m0 c0 g0 m1 c1 g1 other noise pids
-    local rps='' p50 p99 bad errs n cpu_us
-    url="http://127.0.0.1:${PORT[$target]}$PATH_UNDER_TEST"
-    pids=$(proxy_pids "$target")
-    for ((try = 0; try <= REDO; try++)); do
-        quiet=1
-        wait_quiet || { quiet=0; say "compare: warning: the machine is busy (over $NOISE_PCT% of a core used by other processes); measuring anyway"; }
-        out=$SCRATCH/$kind-$target-$round.out
-        [[ $kind == rotation ]] && start_rotation
-        m0=$(machine_busy); c0=$(bench_cpu); g0=$(pids_cpu $pids)
-        if [[ $kind == fixed ]]; then
-            run_fixed "$url" "$out" "$SECS" >"$out.parsed" || die "$target: the fixed-rate run failed"
-            read -r p50 p99 n bad <"$out.parsed"
-            errs=0; rps=$(awk -v n="$n" -v s="$SECS" 'BEGIN { print n / s }')
-        else
-            run_wrk "$url" "$out" "$SECS"
-            read -r rps p50 p99 bad errs n < <(parse_wrk "$out")
-        fi
-        m1=$(machine_busy); c1=$(bench_cpu); g1=$(pids_cpu $pids)
-        [[ $kind == rotation ]] && stop_rotation
-        [[ -n $rps && -n $p99 && $p50 != -1 && $p99 != -1 ]] || { cat "$out" >&2; die "cannot read the output of $kind on $target"; }
-        ((bad == 0 && errs == 0)) || { cat "$out" >&2; die "$kind $target: $bad non-2xx answers, $errs socket errors"; }
-        other=$(((m1 - m0) - (c1 - c0)))
-        ((other < 0)) && other=0
-        noise=$((other * 100 / (HZ * SECS)))
-        cpu_us=$(awk -v j=$((g1 - g0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.1f", n ? j / hz * 1e6 / n : 0 }')
-        say "$(printf 'compare: round %d %-8s %-8s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  proxy CPU %6s us/req  other load %d%%%s' \
-            "$round" "$kind" "$target" "$rps" "$p50" "$p99" "$([[ $target == direct ]] && echo - || echo "$cpu_us")" "$noise" \
-            "$([[ $kind == rotation ]] && echo "  rotations $(cat "$SCRATCH/rotations" 2>/dev/null || echo 0)")")"
-        ((noise <= NOISE_PCT)) && break
-        ((quiet)) || break
-        ((try < REDO)) && say "compare: round $round $kind $target was noisy; redoing it"
-    done
-    record "$kind.rps" "$target" "$round" "$rps" "$noise"
-    record "$kind.p50" "$target" "$round" "$p50" "$noise"
-    record "$kind.p99" "$target" "$round" "$p99" "$noise"
-    [[ $target == direct ]] || record "$kind.cpu" "$target" "$round" "$cpu_us" "$noise"
+    local kind=$1 target=$2 round=$3
+    WRK_URL="http://127.0.0.1:${PORT[$target]}$PATH_UNDER_TEST"
+    # shellcheck disable=SC2046 # the proxy's pids, one word each
+    measure "round $round $kind $target" "${kind}_load" "$SCRATCH/$kind-$target-$round.out" report_load $(proxy_pids "$target")
+    record "$kind.rps" "$target" "$round" "$RPS" "$NOISE"
+    record "$kind.p50" "$target" "$round" "$P50" "$NOISE"
+    record "$kind.p99" "$target" "$round" "$P99" "$NOISE"
+    [[ $target == direct ]] || record "$kind.cpu" "$target" "$round" "$CPU_US" "$NOISE"
 }
 
 # Idle memory: IDLE_CONNS keep-alive connections, one request each, held; RSS growth.
