@@ -15,6 +15,12 @@
 //! its next request, which would close idle load-balancer connections after a few
 //! seconds; keeping the clocks apart lets `idle_timeout` exceed the load balancer's.
 //!
+//! The watchdog is never woken by the connection: requests and bytes only update
+//! atomics. It sleeps until the current deadline, but never longer than the shortest
+//! of the three timeouts ([`ServeOptions::shortest_clock`]). A clock that starts at `t`
+//! ends at `t` + its timeout or later, and the watchdog looks again by then, so every
+//! deadline is still enforced on time, with no wake-up (no notify, no timer) per request.
+//!
 //! On shutdown the accept loop stops (the listening socket closes, new connections are
 //! refused) and every connection is asked to finish gracefully; the caller bounds the
 //! drain and cancels `force` when it runs out.
@@ -37,7 +43,7 @@ use hyper_util::server::conn::auto;
 use metrics::{Counter, Gauge};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -87,6 +93,15 @@ pub struct ServeOptions {
     pub closed_send_timeout: Option<Counter>,
     /// TLS on this listener; plain TCP when `None`.
     pub tls: Option<Arc<crate::tls::Acceptor>>,
+}
+
+impl ServeOptions {
+    /// The longest the watchdog may sleep without missing a clock started meanwhile.
+    fn shortest_clock(&self) -> Duration {
+        self.header_read_timeout
+            .min(self.idle_timeout)
+            .min(self.send_timeout)
+    }
 }
 
 /// Lifecycle signals of one listener.
@@ -203,6 +218,8 @@ async fn serve_connection<H: Handler>(
     let mut closing = false;
     loop {
         let deadline = if closing { None } else { state.deadline(opts) };
+        let look_again = Instant::now() + opts.shortest_clock();
+        let wake_at = deadline.map_or(look_again, |(at, _)| at.min(look_again));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -210,10 +227,9 @@ async fn serve_connection<H: Handler>(
                 }
                 break;
             }
-            () = state.wake.notified() => {}
             // The state may have moved on while this sleep ran (a request started, a
             // write unblocked): act only on a deadline that is still the current one.
-            () = sleep_until(deadline) => match state.deadline(opts).filter(|(at, _)| *at <= Instant::now()) {
+            () = tokio::time::sleep_until(wake_at), if !closing => match state.deadline(opts).filter(|(at, _)| *at <= Instant::now()) {
                 Some((_, Expiry::HeaderRead)) => {
                     tracing::debug!(%peer, "request head not received in time; closing");
                     if let Some(c) = &opts.closed_header_timeout { c.increment(1) }
@@ -243,13 +259,6 @@ async fn serve_connection<H: Handler>(
     }
 }
 
-async fn sleep_until(deadline: Option<(Instant, Expiry)>) {
-    match deadline {
-        Some((at, _)) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Expiry {
     HeaderRead,
@@ -272,7 +281,6 @@ struct ConnState {
     /// When a write to the client started waiting for the socket to drain.
     write_blocked_since: AtomicU64,
     is_h2: AtomicBool,
-    wake: Notify,
 }
 
 impl ConnState {
@@ -285,7 +293,6 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(NONE),
             is_h2: AtomicBool::new(false),
-            wake: Notify::new(),
         }
     }
 
@@ -320,7 +327,6 @@ impl ConnState {
             && self.head_since.load(Ordering::Acquire) == NONE
         {
             self.head_since.store(self.now(), Ordering::Release);
-            self.wake.notify_one();
         }
     }
 }
@@ -337,8 +343,6 @@ impl RequestGuard {
     fn start(conn: Arc<ConnState>, in_flight: Option<Gauge>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         conn.head_since.store(NONE, Ordering::Release);
-        // The watchdog may be asleep on the head clock this request just stopped.
-        conn.wake.notify_one();
         if let Some(g) = &in_flight {
             g.increment(1.0);
         }
@@ -355,7 +359,6 @@ impl Drop for RequestGuard {
             self.conn
                 .idle_since
                 .store(self.conn.now(), Ordering::Release);
-            self.conn.wake.notify_one();
         }
     }
 }
@@ -389,13 +392,11 @@ impl Watched {
             Poll::Pending => {
                 if blocked.load(Ordering::Relaxed) == NONE {
                     blocked.store(self.state.now(), Ordering::Release);
-                    self.state.wake.notify_one();
                 }
             }
             Poll::Ready(_) => {
                 if blocked.load(Ordering::Relaxed) != NONE {
                     blocked.store(NONE, Ordering::Release);
-                    self.state.wake.notify_one();
                 }
             }
         }
