@@ -14,8 +14,8 @@ WORKDIR /src
 # cargo insists on finding even when it builds only the binary, so a manifest-only
 # dependency layer would break whenever a target is added.
 COPY . .
-RUN cargo build --release --locked \
- && install -m 0755 target/release/authgate /usr/local/bin/authgate
+RUN cargo build --profile dist --locked --bin authgate \
+ && install -m 0755 target/dist/authgate /usr/local/bin/authgate
 
 FROM debian:bookworm-slim
 # ca-certificates follows the Debian release (security updates), so it is not pinned.

@@ -119,7 +119,9 @@ check_pinning() { # WHAT (e.g. "gateway", "proxies")
     [[ $PROXY_CPU != "$LOAD_CPU" ]] || say "$BENCH_NAME: warning: $1 and load share CPU $PROXY_CPU; figures will not be comparable"
 }
 
-# Sets BIN: BENCH_BIN when set, else this checkout built with `cargo build --release`.
+# Sets BIN: BENCH_BIN when set, else this checkout built with
+# `cargo build --profile $BENCH_PROFILE` (default `dist`, the optimised build the
+# Dockerfile ships: fat LTO, one codegen unit; `release` reuses the test build).
 resolve_bin() {
     if [[ -n ${BENCH_BIN:-} ]]; then
         BIN=$BENCH_BIN
@@ -127,13 +129,14 @@ resolve_bin() {
         return 0
     fi
     command -v cargo >/dev/null || die "cargo is required (or set BENCH_BIN)"
-    say "$BENCH_NAME: building authgate (cargo build --release)"
-    run cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" >&2 ||
+    local profile=${BENCH_PROFILE:-dist}
+    say "$BENCH_NAME: building authgate (cargo build --profile $profile)"
+    run cargo build --profile "$profile" --bin authgate --quiet --manifest-path "$ROOT/Cargo.toml" >&2 ||
         die "cargo build failed; fix the build, or measure a built binary with BENCH_BIN=PATH"
     local target_dir
     target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    BIN=$target_dir/release/authgate
+    BIN=$target_dir/$profile/authgate
     [[ -x $BIN ]] || die "no binary at $BIN"
 }
 

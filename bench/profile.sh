@@ -2,8 +2,9 @@
 # Instruction count per proxied request, with callgrind: repeatable on a noisy machine
 # (it counts instructions, not seconds), so two builds can be compared exactly.
 #
-#   bench/profile.sh                 # build this checkout (release) and profile it
+#   bench/profile.sh                 # build this checkout (cargo profile dist) and profile it
 #   PROFILE_BIN=path/to/authgate bench/profile.sh
+#   PROFILE_PROFILE=release bench/profile.sh   # the test build instead of `dist`
 #   PROFILE_REQUESTS=5000 PROFILE_TOP=30 bench/profile.sh
 #   PROFILE_SYSCALLS=1 bench/profile.sh   # system calls per request (strace -c) instead
 #
@@ -31,8 +32,8 @@ export PATH="$PATH:/usr/sbin"
 if [[ -n ${PROFILE_BIN:-} ]]; then
     BIN=$PROFILE_BIN
 else
-    cargo build --release --quiet
-    BIN=target/release/authgate
+    cargo build --profile "${PROFILE_PROFILE:-dist}" --bin authgate --quiet
+    BIN=target/${PROFILE_PROFILE:-dist}/authgate
 fi
 
 SCRATCH=$(mktemp -d)
@@ -136,7 +137,7 @@ echo "requests:     $DONE (POST with a valid token, keep-alive, 16 connections)"
 echo "instructions: $TOTAL total, $((TOTAL / DONE)) per request"
 echo
 echo "top functions by their own instructions:"
-callgrind_annotate "$OUT" 2>/dev/null | sed -n '/file:function/,$p' | sed -n "2,$((TOP + 1))p" |
+callgrind_annotate --threshold=100 "$OUT" 2>/dev/null | sed -n '/file:function/,$p' | grep -v "(100.0%)" | sed -n "2,$((TOP + 1))p" |
     sed -E 's#/root/.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##'
 if [[ -n ${PROFILE_KEEP:-} ]]; then
     cp "$OUT" "$PROFILE_KEEP"
