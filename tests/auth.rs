@@ -381,6 +381,51 @@ async fn protected_bodies_over_the_limit_are_413() {
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
+/// A refusal that comes before the upload is complete (no token, body too large) reaches
+/// an HTTP/2 client whole: the gateway answers, ends its side of the stream, and only
+/// then resets the rest of the upload with NO_ERROR (RFC 9113 §8.1). (curl 7.88, as in
+/// Debian 12, reports that reset on a large upload as "(92) Stream error": a client bug,
+/// curl issue 22984.)
+#[tokio::test]
+async fn http2_uploads_refused_early_still_get_the_whole_answer() {
+    let (up, seen) = upstream().await;
+    let gw = Gateway::start(up.addr, "limits: { max_body_bytes: 100000 }\n").await;
+    require(&gw, "acme", true).await;
+    // Far beyond the 64 KiB initial stream window: the client is still sending.
+    let big = "x".repeat(4 << 20);
+    for (auth, status, error) in [
+        (None, StatusCode::UNAUTHORIZED, "missing_token"),
+        (
+            Some("Bearer authgate_tk_wrong"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        ),
+    ] {
+        let mut req = Request::post(gw.url(BATCH));
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let response = within(
+            "POST",
+            h2c_client().request(req.body(full(big.clone())).unwrap()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), status);
+        let body: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(body["error"], error);
+    }
+    let token = generate(&gw, "acme", None).await;
+    let req = Request::post(gw.url(BATCH))
+        .header("authorization", format!("Bearer {token}"))
+        .body(full(big))
+        .unwrap();
+    let response = within("POST", h2c_client().request(req)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!body_bytes(response).await.is_empty());
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 /// Many clients keep sending with whatever token they last learnt (often an old one)
 /// while the token is rotated again and again. Every request sent after the rotation
 /// that killed its token had returned must be refused: zero exceptions.
