@@ -14,7 +14,9 @@
 #   BENCH_RATE         oha's fixed request rate, requests/s        (default 5000)
 #   BENCH_IDLE_CONNS   idle keep-alive connections for the memory figure (default 10000)
 #   BENCH_UPLOAD_MIB   size of the upload, MiB                     (default 1024)
-#   BENCH_ROTATION     1: also measure authgate with a token rotation every 100 ms (default 1)
+#   BENCH_ROTATION     1: also measure authgate with a token rotation every 100 ms, and
+#                      with the same driver loop sending GET /healthz instead (the
+#                      control that the rotation is compared with) (default 1)
 #   BENCH_PROXY_CPU    core every proxy is pinned to               (default 0)
 #   BENCH_LOAD_CPU     core of the upstream, the sink and the load generators (default 1)
 #   BENCH_NOISE_PCT    a wrk/oha run is redone when processes other than the benchmark's
@@ -312,21 +314,27 @@ PY
 }
 
 # Token rotation every 100 ms (tenant rotor) through the admin API, from core LOAD_CPU.
-start_rotation() {
-    taskset -c "$LOAD_CPU" python3 - "$P_AG_ADMIN" "$ADMIN_KEY" "$SCRATCH/rotations" <<'PY' &
+# With MODE `noop`, the same loop (same process, connection and cadence) sends
+# `GET /healthz` instead: the control run, which disturbs the machine exactly as the
+# rotation driver does but changes nothing, so the rotation's own cost is the difference.
+start_rotation() { # MODE (rotate|noop)
+    taskset -c "$LOAD_CPU" python3 - "$P_AG_ADMIN" "$ADMIN_KEY" "$SCRATCH/rotations" "$1" <<'PY' &
 import http.client, signal, sys, time
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-port, key, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+port, key, out, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 c = http.client.HTTPConnection("127.0.0.1", port)
 n = 0
 nxt = time.monotonic()
 try:
     while True:
-        c.request("POST", "/admin/v1/tenants/rotor/token", body="{}",
-                  headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        if mode == "rotate":
+            c.request("POST", "/admin/v1/tenants/rotor/token", body="{}",
+                      headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        else:
+            c.request("GET", "/healthz")
         r = c.getresponse(); r.read()
-        if r.status != 201:
-            sys.exit(f"rotation answered {r.status}")
+        if r.status != (201 if mode == "rotate" else 200):
+            sys.exit(f"{mode} answered {r.status}")
         n += 1
         open(out, "w").write(str(n))
         nxt += 0.1
@@ -346,7 +354,14 @@ stop_rotation() {
 closed_load() { wrk_load "$1"; }
 rotation_load() {
     local rc=0
-    start_rotation
+    start_rotation rotate
+    wrk_load "$1" || rc=$?
+    stop_rotation
+    return "$rc"
+}
+control_load() {
+    local rc=0
+    start_rotation noop
     wrk_load "$1" || rc=$?
     stop_rotation
     return "$rc"
@@ -444,7 +459,10 @@ done
 START=$(date +%s)
 for ((round = 1; round <= ROUNDS; round++)); do
     for t in "${TARGETS[@]}"; do measure_load closed "$t" "$round"; done
-    if ((ROTATION)); then measure_load rotation authgate "$round"; fi
+    if ((ROTATION)); then
+        measure_load control authgate "$round"
+        measure_load rotation authgate "$round"
+    fi
     if [[ -n $FIXED ]]; then
         for t in "${TARGETS[@]}"; do measure_load fixed "$t" "$round"; done
     fi
@@ -492,7 +510,7 @@ data, noisy = {}, set()
 for line in open(sys.argv[1]):
     metric, target, _round, value, noise = line.rstrip("\n").split("\t")
     data.setdefault(metric, {}).setdefault(target, []).append(float(value))
-    if metric.split(".")[0] in ("closed", "fixed", "rotation") and int(noise) > noise_limit:
+    if metric.split(".")[0] in ("closed", "fixed", "control", "rotation") and int(noise) > noise_limit:
         noisy.add((metric.split(".")[0], target))
 
 ROWS = [
@@ -508,6 +526,9 @@ ROWS = [
     ("upload.cpu", "upload proxy CPU s", "{:.2f}"),
     ("upload.peak", "upload peak RSS MiB", "{:.1f}"),
     ("upload.growth", "upload peak RSS growth MiB", "{:.1f}"),
+    ("control.rps", "no-op/100ms requests/s", "{:.0f}"),
+    ("control.p99", "no-op/100ms p99 ms", "{:.3f}"),
+    ("control.cpu", "no-op/100ms proxy CPU µs/req", "{:.1f}"),
     ("rotation.rps", "rotation/100ms requests/s", "{:.0f}"),
     ("rotation.p99", "rotation/100ms p99 ms", "{:.3f}"),
     ("rotation.cpu", "rotation/100ms proxy CPU µs/req", "{:.1f}"),
@@ -534,7 +555,7 @@ for key, label, fmt in ROWS:
     kind = key.split(".")[0]
     cols = []
     for t in TARGETS:
-        src = d.get(t if kind != "rotation" else ("authgate" if t == "authgate" else ""), [])
+        src = d.get(t if kind not in ("control", "rotation") else ("authgate" if t == "authgate" else ""), [])
         c = cell(src, fmt)
         if (kind, t) in noisy and src:
             c += " *"
@@ -542,10 +563,12 @@ for key, label, fmt in ROWS:
     nginx = statistics.median(d["nginx"]) if d.get("nginx") else None
     def ratio(t):
         return f"{statistics.median(d[t]) / nginx:.2f}x" if nginx and d.get(t) else ""
-    if kind == "rotation":
-        # Compared with authgate's own closed-loop figure: what the rotations cost.
-        base = data.get(key.replace("rotation", "closed"), {}).get("authgate")
-        own = f"{statistics.median(d['authgate']) / statistics.median(base):.2f}x own" if base and d.get("authgate") else ""
+    if kind in ("control", "rotation"):
+        # The control against authgate's closed-loop figure (what the driver's loop
+        # costs); the rotation against the control (what the rotations themselves cost).
+        ref = "closed" if kind == "control" else "control"
+        base = data.get(key.replace(kind, ref), {}).get("authgate")
+        own = f"{statistics.median(d['authgate']) / statistics.median(base):.2f}x {ref}" if base and d.get("authgate") else ""
         table.append([label] + cols + ["", own])
         continue
     table.append([label] + cols + [ratio("haproxy"), ratio("authgate")])
@@ -554,13 +577,17 @@ widths = [max(len(r[i]) for r in [header] + table) for i in range(len(header))]
 for r in [header] + table:
     print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
 print()
-print("medians over rounds, (min–max) in parentheses; x/nginx compares medians; rotation rows: \"own\" compares\n"
-      "with authgate's closed-loop figure without rotations in the same run.")
+print("medians over rounds, (min–max) in parentheses; x/nginx compares medians; no-op rows compare with\n"
+      "authgate's closed-loop figure, rotation rows with the no-op rows (same driver loop, GET /healthz).")
 closed = data.get("closed.rps", {}).get("authgate")
+control = data.get("control.rps", {}).get("authgate")
 rot = data.get("rotation.rps", {}).get("authgate")
-if closed and rot:
-    print(f"rotation every 100 ms: authgate requests/s {statistics.median(rot) / statistics.median(closed):.3f}x of its own "
-          f"without rotation, p99 {statistics.median(data['rotation.p99']['authgate']) / statistics.median(data['closed.p99']['authgate']):.2f}x.")
+med = lambda k: statistics.median(data[k]["authgate"])
+if closed and control and rot:
+    print(f"rotation every 100 ms: authgate requests/s {med('rotation.rps') / med('control.rps'):.3f}x and p99 "
+          f"{med('rotation.p99') / med('control.p99'):.2f}x of the same loop doing nothing; that loop itself: "
+          f"requests/s {med('control.rps') / med('closed.rps'):.3f}x, p99 {med('control.p99') / med('closed.p99'):.2f}x "
+          "of no loop.")
 if noisy:
     print(f"* noisy: in some rounds other processes used more than {noise_limit}% of a core, even after redos;"
           "\n  rerun on a quiet machine before comparing these figures.")
