@@ -7,6 +7,9 @@
 #   PROFILE_PROFILE=release bench/profile.sh   # the test build instead of `dist`
 #   PROFILE_REQUESTS=5000 PROFILE_TOP=30 bench/profile.sh
 #   PROFILE_SYSCALLS=1 bench/profile.sh   # system calls per request (strace -c) instead
+#   PROFILE_STATE=redis bench/profile.sh  # the same with state.backend redis (a
+#                                         # redis-server of its own): the request path
+#                                         # must cost what it costs with the file store
 #
 # An nginx upstream answers `200 ok`; tenant `acme` requires authentication and every
 # request (POST, keep-alive, 16 connections, `ab`) carries its token. The counters are
@@ -24,6 +27,7 @@ command -v strace >/dev/null || missing+=(strace)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 command -v ab >/dev/null || missing+=(apache2-utils)
 command -v curl >/dev/null || missing+=(curl)
+[[ ${PROFILE_STATE:-file} != redis ]] || command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -45,9 +49,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r UP GW ADMIN < <(python3 -c '
+read -r UP GW ADMIN REDIS < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(4)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 ')
@@ -78,14 +82,28 @@ read -r KEY DIGEST < <(python3 -c '
 import hashlib, secrets
 k = "authgate_ak_" + secrets.token_urlsafe(32)
 print(k, hashlib.sha256(k.encode()).hexdigest())')
+STATE="state: { path: \"$SCRATCH/state.json\" }"
+if [[ ${PROFILE_STATE:-file} == redis ]]; then
+    mkdir -p "$SCRATCH/redis"
+    redis-server --port "$REDIS" --bind 127.0.0.1 --dir "$SCRATCH/redis" --save '' \
+        --appendonly no --logfile "$SCRATCH/redis.log" &
+    PIDS+=($!)
+    STATE="state: { backend: redis, redis: { url: \"redis://127.0.0.1:$REDIS\", replica: profile } }"
+fi
 cat >"$SCRATCH/authgate.yaml" <<YAML
 listen: { proxy: "127.0.0.1:$GW", admin: "127.0.0.1:$ADMIN" }
 upstream: { url: "http://127.0.0.1:$UP" }
-state: { path: "$SCRATCH/state.json" }
+$STATE
 runtime: { worker_threads: 1 }
 log: { level: warn }
 admin: { keys: [ { name: bench, role: approver, sha256: "$DIGEST" } ] }
 YAML
+if [[ ${PROFILE_STATE:-file} == redis ]]; then
+    for _ in $(seq 100); do
+        "$BIN" cluster init -c "$SCRATCH/authgate.yaml" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+fi
 if [[ -n ${PROFILE_SYSCALLS:-} ]]; then
     "$BIN" serve -c "$SCRATCH/authgate.yaml" 2>"$SCRATCH/authgate.log" &
 else
@@ -133,7 +151,7 @@ callgrind_control --dump "$VG" >/dev/null
 OUT=$(ls -t "$SCRATCH"/callgrind.out* | head -n1)
 TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
 echo "binary:       $BIN ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
-echo "requests:     $DONE (POST with a valid token, keep-alive, 16 connections)"
+echo "requests:     $DONE (POST with a valid token, keep-alive, 16 connections; state: ${PROFILE_STATE:-file})"
 echo "instructions: $TOTAL total, $((TOTAL / DONE)) per request"
 echo
 echo "top functions by their own instructions:"
