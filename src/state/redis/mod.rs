@@ -185,9 +185,26 @@ impl Conn {
         } else {
             self.get().await?
         };
-        match tokio::time::timeout(self.timeout, invocation.invoke_async::<Value>(&mut conn)).await
-        {
-            Ok(Ok(value)) => Ok((value, conn)),
+        let value = self
+            .bounded(invocation.invoke_async::<Value>(&mut conn))
+            .await?;
+        Ok((value, conn))
+    }
+
+    async fn cmd(&self, cmd: &::redis::Cmd) -> Result<Value, StoreError> {
+        let mut conn = self.get().await?;
+        self.bounded(cmd.query_async::<Value>(&mut conn)).await
+    }
+
+    /// Waits for `sent` at most `timeout`. A connection that failed or went silent is
+    /// dropped, so the next call dials again; no answer in time means the command may
+    /// still have run ([`StoreError::Uncertain`]).
+    async fn bounded(
+        &self,
+        sent: impl std::future::Future<Output = ::redis::RedisResult<Value>>,
+    ) -> Result<Value, StoreError> {
+        match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     self.slot.lock().await.take();
@@ -197,24 +214,6 @@ impl Conn {
                 } else {
                     Err(StoreError::Unavailable(e.to_string()))
                 }
-            }
-            Err(_) => {
-                self.slot.lock().await.take();
-                Err(StoreError::Uncertain(format!(
-                    "no answer within {:?}",
-                    self.timeout
-                )))
-            }
-        }
-    }
-
-    async fn cmd(&self, cmd: &::redis::Cmd) -> Result<Value, StoreError> {
-        let mut conn = self.get().await?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<Value>(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                self.slot.lock().await.take();
-                Err(StoreError::Unavailable(e.to_string()))
             }
             Err(_) => {
                 self.slot.lock().await.take();
