@@ -5,19 +5,11 @@ mod support;
 use std::sync::Arc;
 
 use http::StatusCode;
-use support::admin::{call, document, generate, require};
+use support::admin::{call, document, gateway, generate, require};
 use support::*;
 
 const SETTINGS: &str = "/admin/v1/tenants/acme/settings";
 const TOKEN: &str = "/admin/v1/tenants/acme/token";
-
-async fn gateway() -> Gateway {
-    Gateway::start(
-        dead_address().await,
-        "tokens: { default_ttl: 1h, max_ttl: 2h }\n",
-    )
-    .await
-}
 
 #[tokio::test]
 async fn a_missing_or_unknown_key_is_401() {

@@ -14,8 +14,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
-
 /// An upstream answering 200 and recording the path and `Authorization` of each request.
 async fn upstream() -> (Upstream, Arc<Mutex<Vec<(String, Option<String>)>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));

@@ -62,15 +62,7 @@ async fn serve_proxies_and_exits_zero_on_sigterm() {
     let upstream =
         Upstream::start(|_req| async { http::Response::new(full("from upstream")) }).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("authgate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream: {{ url: \"http://{}\" }}\n",
-            upstream.addr
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), upstream.addr, "");
     let mut child = Command::new(BIN)
         .args(["serve", "-c", config.to_str().unwrap()])
         .stderr(Stdio::piped())
@@ -182,16 +174,7 @@ fn unknown_subcommand_is_a_usage_error() {
 async fn logs_never_contain_a_token_or_an_admin_key() {
     let upstream = Upstream::start(|_req| async { http::Response::new(full("ok")) }).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("authgate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream: {{ url: \"http://{}\" }}\n{}",
-            upstream.addr,
-            admin_yaml()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), upstream.addr, &admin_yaml());
     let mut child = Command::new(BIN)
         .args(["serve", "-c", config.to_str().unwrap()])
         .env("RUST_LOG", "debug")

@@ -16,19 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
-
 async fn metric(gw: &Gateway, prefix: &str) -> f64 {
-    let text = body_bytes(
-        within(
-            "metrics",
-            client().get(gw.admin_url("/metrics").parse().unwrap()),
-        )
+    metrics_text(gw)
         .await
-        .unwrap(),
-    )
-    .await;
-    String::from_utf8_lossy(&text)
         .lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -353,21 +353,11 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     // Wait (without reading) until the gateway has given up: its metric says so.
     let closed = within("the send timeout to fire", async {
         loop {
-            let text = body_bytes(
-                client()
-                    .get(gw.admin_url("/metrics").parse().unwrap())
-                    .await
-                    .unwrap(),
+            let count = sample(
+                &metrics_text(&gw).await,
+                "authgate_connections_closed_total{reason=\"send_timeout\"}",
             )
-            .await;
-            let text = String::from_utf8_lossy(&text).into_owned();
-            let count = text
-                .lines()
-                .find(|l| {
-                    l.starts_with("authgate_connections_closed_total{reason=\"send_timeout\"}")
-                })
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(0.0);
+            .unwrap_or(0.0);
             if count >= 1.0 {
                 return count;
             }

@@ -449,16 +449,7 @@ async fn metrics_count_requests_by_route_and_status_class() {
         .body(full("batch=x"))
         .unwrap();
     within("POST", client().request(post)).await.unwrap();
-    let text = body_bytes(
-        within(
-            "metrics",
-            client().get(gw.admin_url("/metrics").parse().unwrap()),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    let text = String::from_utf8(text.to_vec()).unwrap();
+    let text = metrics_text(&gw).await;
     let line = text
         .lines()
         .find(|l| {

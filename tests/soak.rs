@@ -21,7 +21,6 @@ use support::*;
 use tokio::net::TcpListener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
-const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
 
 /// An upstream that can be stopped and started again on the same address.
 struct Restartable {

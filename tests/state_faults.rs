@@ -3,17 +3,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use support::process::{await_listening, write_config};
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
-const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
 
 struct Running {
     child: Child,
@@ -35,47 +33,27 @@ impl Drop for Running {
     reason = "the child is reaped by `Running`'s Drop"
 )]
 fn start(config: &Path) -> Running {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["serve", "-c", config.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(PATIENCE).expect("the gateway to start");
+    // Owned (and so killed on a panic) from here on.
+    let mut gw = Running {
+        child,
+        proxy: String::new(),
+        admin: String::new(),
+    };
+    let listening = await_listening(&mut gw.child, "gateway");
+    for line in &listening.before {
         assert!(
             !line.contains("ERROR") && !line.contains("cannot load"),
             "{line}"
         );
-        if line.contains("listening") {
-            let value = |key: &str| {
-                let at = line.find(key).unwrap() + key.len();
-                line[at..].split_whitespace().next().unwrap().to_string()
-            };
-            return Running {
-                proxy: value("proxy="),
-                admin: value("admin="),
-                child,
-            };
-        }
     }
-}
-
-async fn batch(gw: &Running, token: Option<&str>) -> StatusCode {
-    let mut req = Request::post(format!("http://{}{BATCH}", gw.proxy));
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    within("POST", client().request(req.body(full("")).unwrap()))
-        .await
-        .unwrap()
-        .status()
+    gw.proxy = listening.proxy;
+    gw.admin = listening.admin;
+    gw
 }
 
 async fn admin(
@@ -100,17 +78,8 @@ async fn admin(
 async fn kill_9_during_rotations_never_loses_an_acknowledged_token() {
     const CYCLES: usize = 50;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("authgate.yaml");
     let upstream = Upstream::start(|_r| async { http::Response::new(full("ok")) }).await;
-    std::fs::write(
-        &config,
-        format!(
-            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream: {{ url: \"http://{}\" }}\n{}",
-            upstream.addr,
-            admin_yaml()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), upstream.addr, &admin_yaml());
 
     let mut gw = start(&config);
     let (status, _) = admin(
@@ -182,7 +151,7 @@ async fn kill_9_during_rotations_never_loses_an_acknowledged_token() {
             "cycle {cycle}: never authentication off"
         );
         assert_eq!(
-            batch(&gw, None).await,
+            batch_at(&gw.proxy, None).await,
             StatusCode::UNAUTHORIZED,
             "cycle {cycle}"
         );
@@ -207,7 +176,7 @@ async fn kill_9_during_rotations_never_loses_an_acknowledged_token() {
             );
         }
         assert_eq!(
-            batch(&gw, Some(&acked)).await,
+            batch_at(&gw.proxy, Some(&acked)).await,
             StatusCode::OK,
             "cycle {cycle}: the last acknowledged token"
         );
@@ -219,7 +188,7 @@ async fn kill_9_during_rotations_never_loses_an_acknowledged_token() {
             .take(3)
         {
             assert_eq!(
-                batch(&gw, Some(old)).await,
+                batch_at(&gw.proxy, Some(old)).await,
                 StatusCode::UNAUTHORIZED,
                 "cycle {cycle}: old token {i}"
             );
@@ -255,12 +224,7 @@ async fn garbage_or_truncated_state_files_refuse_to_start() {
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let state = dir.path().join("data/state.json");
         std::fs::write(&state, bytes).unwrap();
-        let config = dir.path().join("authgate.yaml");
-        std::fs::write(
-            &config,
-            "listen: { proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\nupstream: { url: \"http://127.0.0.1:9\" }\n",
-        )
-        .unwrap();
+        let config = write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), "");
         let out = Command::new(BIN)
             .args(["serve", "-c", config.to_str().unwrap()])
             .output()

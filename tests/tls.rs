@@ -19,8 +19,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
-
 /// A gateway whose proxy listener serves `leaf` from `gateway.pem`/`gateway.key` in its
 /// folder, with `extra` YAML appended.
 async fn tls_gateway(upstream: SocketAddr, leaf: &Leaf, extra: &str) -> Gateway {
@@ -64,25 +62,6 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         next = err.source();
     }
     out
-}
-
-async fn metrics_text(gw: &Gateway) -> String {
-    let response = within(
-        "metrics",
-        client().get(gw.admin_url("/metrics").parse().unwrap()),
-    )
-    .await
-    .unwrap();
-    String::from_utf8(body_bytes(response).await.to_vec()).unwrap()
-}
-
-/// The value of the first sample line starting with `series`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test]

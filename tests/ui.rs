@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{json, Value};
-use support::admin::{call, generate, require};
+use support::admin::{call, gateway, generate, require};
 use support::*;
 
 /// One admin call returning the status, headers and raw body.
@@ -68,14 +68,6 @@ fn assert_secure(what: &str, headers: &HeaderMap) {
     assert_eq!(get("cache-control"), "no-store", "{what}");
     assert_eq!(get("x-content-type-options"), "nosniff", "{what}");
     assert!(headers.get("set-cookie").is_none(), "{what}");
-}
-
-async fn gateway() -> Gateway {
-    Gateway::start(
-        dead_address().await,
-        "tokens: { default_ttl: 1h, max_ttl: 2h }\n",
-    )
-    .await
 }
 
 #[tokio::test]

@@ -5,6 +5,16 @@ use serde_json::Value;
 
 use super::*;
 
+/// A gateway for admin API tests: no upstream (nothing is proxied), token lifetimes of
+/// one hour by default and two at most.
+pub async fn gateway() -> Gateway {
+    Gateway::start(
+        dead_address().await,
+        "tokens: { default_ttl: 1h, max_ttl: 2h }\n",
+    )
+    .await
+}
+
 /// One admin call; returns the status and the JSON body (`Null` when empty).
 pub async fn call(
     gw: &Gateway,

@@ -27,6 +27,9 @@ use tokio::task::JoinHandle;
 /// Upper bound on any single wait in a test.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The protected bulk-update route of tenant `acme`.
+pub const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
+
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`PATIENCE`].
@@ -223,6 +226,38 @@ pub fn h2c_client() -> Client<HttpConnector, TestBody> {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http()
+}
+
+/// The admin listener's `/metrics` page.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    let response = within(
+        "metrics",
+        client().get(gw.admin_url("/metrics").parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    String::from_utf8(body_bytes(response).await.to_vec()).unwrap()
+}
+
+/// The value of the first sample line starting with `series` in a `/metrics` page.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// POST to the protected batch route at `addr` (`host:port`) with `token`.
+pub async fn batch_at(addr: &str, token: Option<&str>) -> http::StatusCode {
+    let mut req = Request::post(format!("http://{addr}{BATCH}"));
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    within("POST", client().request(req.body(full("")).unwrap()))
+        .await
+        .unwrap()
+        .status()
 }
 
 /// Reads a whole response body.

@@ -1,6 +1,8 @@
 //! Driving the real `authgate` binary: its output lines, the addresses it logs, signals.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc;
 
@@ -57,4 +59,59 @@ pub fn terminate_and_wait(child: Child) -> ExitStatus {
     rx.recv_timeout(PATIENCE)
         .expect("exit after SIGTERM")
         .unwrap()
+}
+
+/// Writes `dir/authgate.yaml` for the binary: both listeners on port 0, `upstream` over
+/// plain HTTP, then `extra` (e.g. [`super::admin_yaml`]).
+pub fn write_config(dir: &Path, upstream: SocketAddr, extra: &str) -> PathBuf {
+    let config = dir.join("authgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\nupstream: {{ url: \"http://{upstream}\" }}\n{extra}"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Where a started `authgate serve` listens, and the lines it logged before saying so.
+pub struct Listening {
+    pub proxy: String,
+    pub admin: String,
+    pub before: Vec<String>,
+}
+
+/// Waits for the listening line of `child` (an `authgate serve` with stderr piped).
+/// Its stderr keeps being drained afterwards, so it never blocks on a full pipe; with
+/// `AUTHGATE_TEST_LOGS` set, every line is echoed with `tag`.
+pub fn await_listening(child: &mut Child, tag: &str) -> Listening {
+    let rx = lines(child.stderr.take().expect("stderr piped"));
+    let echo = std::env::var_os("AUTHGATE_TEST_LOGS").is_some();
+    let tag = tag.to_string();
+    let mut before = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|e| panic!("{tag}: no listening line ({e}): {before:#?}"));
+        if echo {
+            eprintln!("[{tag}] {line}");
+        }
+        if line.contains("listening") {
+            let listening = Listening {
+                proxy: value_after(&line, "proxy=").to_string(),
+                admin: value_after(&line, "admin=").to_string(),
+                before,
+            };
+            std::thread::spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    if echo {
+                        eprintln!("[{tag}] {line}");
+                    }
+                }
+            });
+            return listening;
+        }
+        before.push(line);
+    }
 }

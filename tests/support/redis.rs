@@ -1,20 +1,19 @@
 //! Several replicas of the real binary sharing a real `redis-server`, each started per
 //! test on free ports. Waits poll an endpoint with a bounded number of tries.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
 use serde_json::Value;
 
+use super::process::await_listening;
 use super::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
-pub const BATCH: &str = "/m2/acme/v2/profile/batchUpdate";
 
 /// A port that was free a moment ago (bound to 0 and released for the child to take).
 pub fn free_port() -> u16 {
@@ -264,14 +263,13 @@ pub struct Replica {
 impl Replica {
     /// Starts the binary and waits for its listening line (not for readiness).
     pub fn spawn(config: &Path, name: &str) -> Replica {
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .args(["serve", "-c", config.to_str().unwrap()])
             .env("RUST_LOG", "warn,authgate=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
         // Owned (and so killed on a panic) from here on.
         let mut replica = Replica {
             name: name.to_string(),
@@ -280,30 +278,10 @@ impl Replica {
             config: config.to_path_buf(),
             child,
         };
-        let (tx, rx) = mpsc::channel();
-        let tag = name.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("AUTHGATE_TEST_LOGS").is_some() {
-                    eprintln!("[{tag}] {line}");
-                }
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx.recv_timeout(PATIENCE).expect("the replica to start");
-            if line.contains("listening") {
-                let value = |key: &str| {
-                    let at = line.find(key).unwrap() + key.len();
-                    line[at..].split_whitespace().next().unwrap().to_string()
-                };
-                // Keep draining so the child never blocks on a full pipe.
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                replica.proxy = value("proxy=");
-                replica.admin = value("admin=");
-                return replica;
-            }
-        }
+        let listening = await_listening(&mut replica.child, name);
+        replica.proxy = listening.proxy;
+        replica.admin = listening.admin;
+        replica
     }
 
     pub fn pid(&self) -> u32 {
@@ -398,18 +376,6 @@ pub async fn get_status(url: &str) -> StatusCode {
         Ok(Ok(response)) => response.status(),
         _ => StatusCode::GATEWAY_TIMEOUT,
     }
-}
-
-/// POST to the protected batch route at `addr` with `token`.
-pub async fn batch_at(addr: &str, token: Option<&str>) -> StatusCode {
-    let mut req = Request::post(format!("http://{addr}{BATCH}"));
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    within("POST", client().request(req.body(full("")).unwrap()))
-        .await
-        .unwrap()
-        .status()
 }
 
 /// A deployment: Redis, an upstream answering 200, and `n` initialised replicas, ready.
