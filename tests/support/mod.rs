@@ -188,20 +188,27 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let fut = handler(req);
-                        async move { Ok::<_, Infallible>(fut.await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(serve_http(stream, handler.clone()));
             }
         });
         Upstream { addr, task }
     }
+}
+
+/// Serves one upstream connection (HTTP/1.1 or HTTP/2) with `handler`.
+pub async fn serve_http<IO, F, Fut>(io: IO, handler: Arc<F>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
 }
 
 impl Drop for Upstream {

@@ -225,16 +225,9 @@ impl Upstream {
                 let handler = handler.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service = service_fn(move |req| {
-                        let fut = handler(req);
-                        async move { Ok::<_, Infallible>(fut.await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        serve_http(tls, handler).await;
+                    }
                 });
             }
         });
