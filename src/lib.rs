@@ -26,13 +26,14 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
-pub mod pool;
 pub mod proxy;
 pub mod routes;
 pub mod sample_backend;
 pub mod server;
 pub mod state;
+pub mod time;
 pub mod tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::io;

@@ -63,12 +63,20 @@ pub const AUTH_REASONS: [&str; 6] = [
 /// Label value shared by tenants without stored state.
 pub const OTHER_TENANT: &str = "_other";
 
-/// Auth counters of one tenant label.
-pub fn tenant_counters(tenant: &str) -> crate::state::TenantCounters {
-    crate::state::TenantCounters {
-        by_reason: AUTH_REASONS.map(
-            |reason| counter!(AUTH_DECISIONS, "tenant" => tenant.to_string(), "reason" => reason),
-        ),
+/// Auth decision counters of one tenant label, by reason.
+#[derive(Debug, Clone)]
+pub struct TenantCounters {
+    pub by_reason: [Counter; AUTH_REASONS.len()],
+}
+
+impl TenantCounters {
+    /// The counters of `tenant`'s label.
+    pub fn new(tenant: &str) -> TenantCounters {
+        TenantCounters {
+            by_reason: AUTH_REASONS.map(
+                |reason| counter!(AUTH_DECISIONS, "tenant" => tenant.to_string(), "reason" => reason),
+            ),
+        }
     }
 }
 
@@ -100,12 +108,13 @@ pub fn rotation(tenant: &str) {
     counter!(ROTATIONS, "tenant" => tenant.to_string()).increment(1);
 }
 
-/// Sets the expiry gauge of every tenant with a token (called when metrics are scraped).
-pub fn token_expiry(state: &crate::state::State, now_ms: u64) {
-    for (tenant, t) in &state.tenants {
-        let gauge = gauge!(TOKEN_EXPIRY, "tenant" => tenant.clone());
-        match &t.token {
-            Some(token) => gauge.set((token.expires_at_ms as f64 - now_ms as f64) / 1000.0),
+/// Sets the expiry gauge of every tenant from its token's expiry (Unix ms), if it has
+/// one (called when metrics are scraped).
+pub fn token_expiry<'a>(tenants: impl Iterator<Item = (&'a str, Option<u64>)>, now_ms: u64) {
+    for (tenant, expires_at_ms) in tenants {
+        let gauge = gauge!(TOKEN_EXPIRY, "tenant" => tenant.to_string());
+        match expires_at_ms {
+            Some(at) => gauge.set((at as f64 - now_ms as f64) / 1000.0),
             None => gauge.set(0.0),
         }
     }
@@ -161,7 +170,7 @@ pub struct ProxyMetrics {
     pub closed_idle: Counter,
     pub closed_send_timeout: Counter,
     /// Auth counters for tenants without stored state.
-    pub other_tenant: crate::state::TenantCounters,
+    pub other_tenant: TenantCounters,
 }
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -185,7 +194,7 @@ impl ProxyMetrics {
             closed_header_timeout: closed("header_timeout"),
             closed_idle: closed("idle"),
             closed_send_timeout: closed("send_timeout"),
-            other_tenant: tenant_counters(OTHER_TENANT),
+            other_tenant: TenantCounters::new(OTHER_TENANT),
         }
     }
 

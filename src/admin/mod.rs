@@ -182,7 +182,11 @@ impl Admin {
                 r#"{"status":"draining"}"#,
             )),
             Route::Metrics => {
-                crate::metrics::token_expiry(&self.state.snapshot().state, api::now_ms());
+                let snapshot = self.state.snapshot();
+                let expiries = snapshot.state.tenants.iter();
+                let expiries = expiries
+                    .map(|(name, t)| (name.as_str(), t.token.as_ref().map(|t| t.expires_at_ms)));
+                crate::metrics::token_expiry(expiries, api::now_ms());
                 self.tls.record_expiry(std::time::SystemTime::now());
                 let mut response = Response::new(Body::full(self.metrics.render()));
                 response.headers_mut().insert(

@@ -9,9 +9,9 @@ use http::request::Parts;
 use super::bearer::{self, Credentials};
 use super::path;
 use super::token::Digest;
-use crate::metrics::RouteClass;
+use crate::metrics::{RouteClass, TenantCounters};
 use crate::routes::RouteTable;
-use crate::state::{Snapshot, TenantCounters};
+use crate::state::Snapshot;
 
 /// Tenant of protected routes whose template and query name no tenant.
 pub const DEFAULT_TENANT: &str = "default";
@@ -128,9 +128,9 @@ pub fn decide<'a, 's>(
             None => return reject(path, RouteClass::Protected, Rejection::BadTenant),
         },
     };
-    let state = snapshot.state.tenants.get(tenant.as_ref());
-    let counters = snapshot.counters.get(tenant.as_ref());
-    let outcome = match state {
+    let entry = snapshot.tenants.get(tenant.as_ref());
+    let counters = entry.map(|e| &e.counters);
+    let outcome = match entry.map(|e| &e.state) {
         Some(t) if t.require_authentication => match bearer::parse(&head.headers) {
             Credentials::Missing => Outcome::Rejected(Rejection::Missing),
             Credentials::Malformed => Outcome::Rejected(Rejection::Malformed),

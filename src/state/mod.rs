@@ -15,16 +15,16 @@ pub mod fence;
 pub mod file;
 pub mod redis;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
-use metrics::Counter;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::token::Digest;
+use crate::metrics::TenantCounters;
 pub use fence::Fence;
 
 /// A boxed future, so that [`StateStore`] can be a trait object.
@@ -213,27 +213,36 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// Auth outcome counters of one tenant, resolved once per snapshot.
-#[derive(Debug, Clone)]
-pub struct TenantCounters {
-    pub by_reason: [Counter; crate::metrics::AUTH_REASONS.len()],
+/// One tenant as the request path reads it: its state and its metric handles, found
+/// with one lookup.
+#[derive(Debug)]
+pub struct SnapshotTenant {
+    pub state: TenantState,
+    pub counters: TenantCounters,
 }
 
-/// What the request path reads: the state plus per-tenant metric handles.
+/// What the request path reads: the state plus, per tenant, its metric handles
+/// (resolved once per snapshot).
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub state: State,
-    pub counters: BTreeMap<String, TenantCounters>,
+    pub tenants: HashMap<String, SnapshotTenant>,
 }
 
 impl Snapshot {
     pub fn new(state: State) -> Snapshot {
-        let counters = state
+        let tenants = state
             .tenants
-            .keys()
-            .map(|t| (t.clone(), crate::metrics::tenant_counters(t)))
+            .iter()
+            .map(|(name, tenant)| {
+                let entry = SnapshotTenant {
+                    state: tenant.clone(),
+                    counters: TenantCounters::new(name),
+                };
+                (name.clone(), entry)
+            })
             .collect();
-        Snapshot { state, counters }
+        Snapshot { state, tenants }
     }
 }
 

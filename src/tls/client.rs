@@ -14,8 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, RootCertStore};
 
+use super::settings::UpstreamTls;
 use super::{files, provider, TlsError, VERSIONS};
-use crate::config::UpstreamTls;
 
 /// The proxy's connector: plain TCP for `http://`, rustls for `https://`.
 pub type UpstreamConnector = HttpsConnector<HttpConnector>;
@@ -56,26 +56,4 @@ pub fn client_config(tls: &UpstreamTls, now: SystemTime) -> Result<ClientConfig,
             builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key)))
         }
     })
-}
-
-/// The rustls error somewhere in an upstream error's chain, if TLS is what failed
-/// (unknown issuer, name mismatch, handshake alert, …). TLS errors travel inside
-/// `io::Error`s, whose `source()` skips the error they wrap, so those are opened too.
-pub fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut next = Some(e);
-    while let Some(err) = next {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(tls) = rustls_error(inner) {
-                return Some(tls);
-            }
-        }
-        next = err.source();
-    }
-    None
 }

@@ -11,12 +11,13 @@
 //!   connections keep the config they started with.
 //! - [`stream`] is the connection's IO: [`ServerStream`] performs the handshake lazily,
 //!   inside the connection task on its first read, under the server's header-read clock.
-//! - [`client`] builds the upstream connector (hyper-rustls) and recognises TLS failures
-//!   in upstream errors.
+//! - [`client`] builds the upstream connector (hyper-rustls).
+//! - [`settings`] holds the validated TLS settings the config hands over.
 
 pub mod client;
 pub mod files;
 pub mod server;
+pub mod settings;
 pub mod stream;
 
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 
-pub use client::{rustls_error, upstream_connector, UpstreamConnector};
+pub use client::{upstream_connector, UpstreamConnector};
 pub use files::Validity;
 pub use server::{Acceptor, Acceptors, ReloadTrigger, Reloaded};
 pub use stream::ServerStream;

@@ -17,8 +17,8 @@ use rustls::ServerConfig;
 use tokio::sync::Notify;
 
 use super::files::{self, Standing, Validity};
+use super::settings::{ListenerTls, Tls};
 use super::{provider, rfc3339, TlsError, VERSIONS};
-use crate::config::{ListenerTls, Tls};
 use crate::metrics::TLS_CERT_EXPIRY;
 
 /// ALPN protocols offered by the listeners, preferred first.

@@ -2,9 +2,9 @@ use std::io;
 use std::time::SystemTime;
 
 use super::files::{self, Standing};
+use super::settings::{CertFiles, ListenerTls, UpstreamTls};
 use super::testing::Pki;
 use super::*;
-use crate::config::{CertFiles, ListenerTls, UpstreamTls};
 
 fn listener(cert: PathBuf, key: PathBuf) -> ListenerTls {
     ListenerTls {
@@ -156,14 +156,4 @@ fn upstream_client_config_uses_the_private_ca_and_client_certificate() {
     assert!(config.client_auth_cert_resolver.has_certs());
     let public = client::client_config(&UpstreamTls::default(), SystemTime::now()).unwrap();
     assert!(!public.client_auth_cert_resolver.has_certs());
-}
-
-#[test]
-fn a_tls_error_is_found_inside_nested_io_errors() {
-    let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-    let inner = io::Error::new(io::ErrorKind::InvalidData, tls);
-    let outer = io::Error::other(inner);
-    let found = rustls_error(&outer).expect("found");
-    assert!(found.to_string().contains("UnknownIssuer"), "{found}");
-    assert!(rustls_error(&io::Error::other("connection refused")).is_none());
 }

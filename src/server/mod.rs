@@ -25,23 +25,21 @@
 //! refused) and every connection is asked to finish gracefully; the caller bounds the
 //! drain and cancels `force` when it runs out.
 
+mod watchdog;
+
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::service::{service_fn, Service};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics::{Counter, Gauge};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -49,6 +47,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
+pub use watchdog::Guarded;
+use watchdog::{ConnState, Expiry, RequestGuard, Watched};
 
 /// Serves one request; implemented by the proxy and the admin router.
 pub trait Handler: Send + Sync + 'static {
@@ -183,26 +183,12 @@ async fn serve_connection<H: Handler>(
     if let Some(g) = &opts.open_connections {
         g.increment(1.0);
     }
-    let service = {
-        let state = state.clone();
-        let opts = opts.clone();
-        let client = Arc::new(Peer::new(peer));
-        service_fn(move |req: Request<Incoming>| {
-            if req.version() == http::Version::HTTP_2 {
-                state.is_h2.store(true, Ordering::Relaxed);
-            }
-            let guard = RequestGuard::start(state.clone(), opts.in_flight.clone());
-            let handler = handler.clone();
-            let client = client.clone();
-            async move {
-                // Boxed per request: hyper keeps one allocation of the service future's
-                // size for each connection, idle or not, and the handler's future is
-                // kilobytes; a short-lived box costs one malloc per request instead.
-                let response = Box::pin(handler.handle(req, &client)).await;
-                Ok::<_, Infallible>(response.map(|body| body.with_guard(guard)))
-            }
-        })
-    };
+    let service = service(
+        handler,
+        Peer::new(peer),
+        state.clone(),
+        opts.in_flight.clone(),
+    );
     let watched = Watched {
         inner: stream,
         state: state.clone(),
@@ -259,180 +245,33 @@ async fn serve_connection<H: Handler>(
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Expiry {
-    HeaderRead,
-    Idle,
-    Send,
-}
-
-const NONE: u64 = u64::MAX;
-
-/// What the watchdog needs to know about one connection. Times are milliseconds since
-/// `born`, so they fit in atomics.
-#[derive(Debug)]
-struct ConnState {
-    born: Instant,
-    in_flight: AtomicUsize,
-    /// When the first byte of a request not yet handed to the service arrived.
-    head_since: AtomicU64,
-    /// When the last response finished.
-    idle_since: AtomicU64,
-    /// When a write to the client started waiting for the socket to drain.
-    write_blocked_since: AtomicU64,
-    is_h2: AtomicBool,
-}
-
-impl ConnState {
-    fn new() -> Self {
-        ConnState {
-            born: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            // A new connection must send its first request head in time.
-            head_since: AtomicU64::new(0),
-            idle_since: AtomicU64::new(0),
-            write_blocked_since: AtomicU64::new(NONE),
-            is_h2: AtomicBool::new(false),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.born.elapsed().as_millis() as u64
-    }
-
-    fn deadline(&self, opts: &ServeOptions) -> Option<(Instant, Expiry)> {
-        let at = |ms: u64, d: Duration| self.born + Duration::from_millis(ms) + d;
-        let blocked = self.write_blocked_since.load(Ordering::Acquire);
-        if blocked != NONE {
-            return Some((at(blocked, opts.send_timeout), Expiry::Send));
-        }
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        match self.head_since.load(Ordering::Acquire) {
-            NONE => Some((
-                at(self.idle_since.load(Ordering::Acquire), opts.idle_timeout),
-                Expiry::Idle,
-            )),
-            since => Some((at(since, opts.header_read_timeout), Expiry::HeaderRead)),
-        }
-    }
-
-    /// Bytes arrived. On an idle HTTP/1 connection they start a request head. HTTP/2
-    /// connections also carry control frames (window updates, pings) between requests,
-    /// so only their first request is held to the head clock.
-    fn on_bytes(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && !self.is_h2.load(Ordering::Relaxed)
-            && self.head_since.load(Ordering::Acquire) == NONE
-        {
-            self.head_since.store(self.now(), Ordering::Release);
-        }
-    }
-}
-
-/// Lives as long as one request: from the head being parsed until its response body is
-/// finished or abandoned.
-#[derive(Debug)]
-pub struct RequestGuard {
-    conn: Arc<ConnState>,
-    in_flight: Option<Gauge>,
-}
-
-impl RequestGuard {
-    fn start(conn: Arc<ConnState>, in_flight: Option<Gauge>) -> Self {
-        conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        conn.head_since.store(NONE, Ordering::Release);
-        if let Some(g) = &in_flight {
-            g.increment(1.0);
-        }
-        RequestGuard { conn, in_flight }
-    }
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        if let Some(g) = &self.in_flight {
-            g.decrement(1.0);
-        }
-        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.conn
-                .idle_since
-                .store(self.conn.now(), Ordering::Release);
-        }
-    }
-}
-
-/// The client socket, reporting arriving bytes to the watchdog.
-struct Watched {
-    inner: TcpStream,
+/// The connection's hyper service: each request holds a [`RequestGuard`] from its head
+/// until its response body is done, and its response body is [`Guarded`] for that.
+fn service<H: Handler>(
+    handler: Arc<H>,
+    peer: Peer,
     state: Arc<ConnState>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.state.on_bytes();
+    in_flight: Option<Gauge>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<Guarded<Body>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Guarded<Body>>, Infallible>> + Send,
+> + Clone {
+    let peer = Arc::new(peer);
+    service_fn(move |req: Request<Incoming>| {
+        if req.version() == http::Version::HTTP_2 {
+            state.is_h2.store(true, Ordering::Relaxed);
         }
-        poll
-    }
-}
-
-impl Watched {
-    /// Starts or stops the send clock from the outcome of a write.
-    fn on_write<T>(&self, poll: &Poll<io::Result<T>>) {
-        let blocked = &self.state.write_blocked_since;
-        match poll {
-            Poll::Pending => {
-                if blocked.load(Ordering::Relaxed) == NONE {
-                    blocked.store(self.state.now(), Ordering::Release);
-                }
-            }
-            Poll::Ready(_) => {
-                if blocked.load(Ordering::Relaxed) != NONE {
-                    blocked.store(NONE, Ordering::Release);
-                }
-            }
+        let guard = RequestGuard::start(state.clone(), in_flight.clone());
+        let handler = handler.clone();
+        let peer = peer.clone();
+        async move {
+            // Boxed per request: hyper keeps one allocation of the service future's size
+            // for each connection, idle or not, and the handler's future is kilobytes; a
+            // short-lived box costs one malloc per request instead.
+            let response = Box::pin(handler.handle(req, &peer)).await;
+            Ok::<_, Infallible>(response.map(|body| Guarded::new(body, guard)))
         }
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.on_write(&poll);
-        poll
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.on_write(&poll);
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    })
 }

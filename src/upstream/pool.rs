@@ -1,43 +1,29 @@
-//! The upstream connection pool: HTTP/1.1 connections (plain or TLS) to the one
-//! upstream, kept open between requests.
+//! The connection pool: HTTP/1.1 connections (plain or TLS) to the one upstream, kept
+//! open between requests.
 //!
 //! Built on `hyper::client::conn::http1` rather than hyper-util's pooled `Client`, which
 //! keys its pool by origin, needs an absolute URI, and spawns a task for every request
 //! to hand the connection back once it is ready. authgate has exactly one upstream, so
 //! the pool is one list: a connection goes back on it when the upstream's response body
-//! has been read to its end (see [`Checkin`]), and a request takes the most recently used
+//! has been read to its end (see [`super::PooledBody`]), and a request takes the most recently used
 //! connection that is ready, so a few hot connections do the work and the rest age out.
 //!
 //! **Retries**: a request goes to another connection only when hyper hands it back
 //! unwritten (a reused connection closed before a byte was sent). A request that may have
 //! reached the upstream is never sent twice, so a POST is never replayed.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use tower_service::Service;
 
-use crate::proxy::RequestBody;
+use super::{PoolError, PooledBody, RequestBody};
 use crate::tls::UpstreamConnector;
 
 type Sender = SendRequest<RequestBody>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Why a request got no response from the upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    /// No connection could be opened (refused, unreachable, TLS handshake failed).
-    #[error("connecting to the upstream failed: {0}")]
-    Connect(#[source] BoxError),
-    /// The request was sent, and the exchange failed. (Not `transparent`: the
-    /// `hyper::Error` itself must stay in the chain, where the proxy looks for a failed
-    /// client body.)
-    #[error("the upstream exchange failed")]
-    Request(#[from] hyper::Error),
-}
 
 /// Connections to the upstream.
 #[derive(Debug)]
@@ -59,7 +45,7 @@ impl Pool {
             connector,
             origin,
             idle: Arc::new(IdleList {
-                senders: Mutex::new(Vec::new()),
+                senders: Mutex::new(VecDeque::new()),
                 max_idle,
                 idle_timeout,
             }),
@@ -67,14 +53,14 @@ impl Pool {
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on a pooled connection, or a new one.
-    /// The response's [`Checkin`] returns the connection once its body is read.
+    /// The response's body returns the connection once it is read to its end.
     pub async fn send(
         &self,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Checkin), PoolError> {
+    ) -> Result<Response<PooledBody>, PoolError> {
         while let Some(mut sender) = self.idle.take() {
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, self.checkin(sender))),
+                Ok(response) => return Ok(self.lend(response, sender)),
                 Err(mut e) => match e.take_message() {
                     // Closed before the request was written: safe on another connection.
                     Some(unsent) => req = unsent,
@@ -87,7 +73,7 @@ impl Pool {
         // per client connection.
         let mut sender = Box::pin(self.connect()).await?;
         match sender.try_send_request(req).await {
-            Ok(response) => Ok((response, self.checkin(sender))),
+            Ok(response) => Ok(self.lend(response, sender)),
             Err(e) => Err(PoolError::Request(e.into_error())),
         }
     }
@@ -110,18 +96,24 @@ impl Pool {
         Ok(sender)
     }
 
-    fn checkin(&self, sender: Sender) -> Checkin {
-        Checkin {
+    /// The response, its body holding `sender` until it ends.
+    fn lend(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        sender: Sender,
+    ) -> Response<PooledBody> {
+        let conn = Checkin {
             sender: Some(sender),
             idle: self.idle.clone(),
-        }
+        };
+        response.map(|incoming| PooledBody::new(incoming, conn))
     }
 }
 
-/// Idle connections, most recently used last.
+/// Idle connections, most recently used last: the front is the oldest.
 #[derive(Debug)]
 struct IdleList {
-    senders: Mutex<Vec<(Sender, Instant)>>,
+    senders: Mutex<VecDeque<(Sender, Instant)>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -132,14 +124,20 @@ impl IdleList {
     /// not noticed the end of the last exchange) stays for a later request.
     fn take(&self) -> Option<Sender> {
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        // Ordered by last use, so the expired ones are at the front.
+        while senders
+            .front()
+            .is_some_and(|(_, since)| since.elapsed() > self.idle_timeout)
+        {
+            senders.pop_front();
+        }
         let mut i = senders.len();
         while i > 0 {
             i -= 1;
-            let (sender, since) = &senders[i];
-            if sender.is_closed() || since.elapsed() > self.idle_timeout {
-                senders.swap_remove(i);
-            } else if sender.is_ready() {
-                return Some(senders.swap_remove(i).0);
+            if senders[i].0.is_closed() {
+                senders.remove(i);
+            } else if senders[i].0.is_ready() {
+                return senders.remove(i).map(|(sender, _)| sender);
             }
         }
         None
@@ -151,9 +149,9 @@ impl IdleList {
         }
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         if senders.len() >= self.max_idle {
-            senders.remove(0);
+            senders.pop_front();
         }
-        senders.push((sender, Instant::now()));
+        senders.push_back((sender, Instant::now()));
     }
 }
 
@@ -161,7 +159,7 @@ impl IdleList {
 /// to its end, closed (dropped) when it was abandoned halfway, since the rest of that
 /// body would still arrive on it.
 #[derive(Debug)]
-pub struct Checkin {
+pub(super) struct Checkin {
     sender: Option<Sender>,
     idle: Arc<IdleList>,
 }

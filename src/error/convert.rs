@@ -1,0 +1,31 @@
+//! Every conversion into [`GatewayError`]: the auth decision's refusals and a failed
+//! upstream exchange.
+
+use super::GatewayError;
+use crate::auth::decide::Rejection;
+use crate::upstream::Failure;
+
+impl From<Rejection> for GatewayError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::BadPath(_) | Rejection::AmbiguousPath => GatewayError::BadPath,
+            Rejection::BadTenant => GatewayError::BadTenant,
+            Rejection::Missing => GatewayError::MissingToken,
+            Rejection::Malformed => GatewayError::MalformedCredentials,
+            Rejection::Invalid => GatewayError::InvalidToken,
+            Rejection::Expired => GatewayError::ExpiredToken,
+        }
+    }
+}
+
+impl From<Failure> for GatewayError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Tls(e, _) | Failure::Connect(e) => GatewayError::UpstreamConnect(Box::new(e)),
+            Failure::BodyTooLarge => GatewayError::PayloadTooLarge,
+            Failure::BodyTimeout => GatewayError::ClientTimeout,
+            Failure::ClientBody(e) => GatewayError::ClientBody(Box::new(e)),
+            Failure::Other(e) => GatewayError::UpstreamFailed(Box::new(e)),
+        }
+    }
+}

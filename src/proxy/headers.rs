@@ -1,0 +1,221 @@
+//! The header rules of one proxied exchange (the contract's proxy semantics 6):
+//! hop-by-hop headers (and those named in `Connection`) dropped both ways,
+//! `X-Forwarded-For` appended to, `X-Forwarded-Proto` and `X-Forwarded-Host` set, this
+//! hop added to `Via`, and `Host` kept (or taken from an HTTP/2 `:authority`).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request;
+use http::Version;
+
+use crate::server::Peer;
+
+/// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Rewrites a client request's headers for the upstream. `https` says whether the
+/// client reached the gateway over TLS.
+pub fn to_upstream(head: &mut request::Parts, peer: &Peer, https: bool) {
+    let host = head
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| head.uri.authority().and_then(|a| a.as_str().parse().ok()));
+    let headers = &mut head.headers;
+    strip_hop_by_hop(headers);
+    // The gateway answers `Expect` itself.
+    headers.remove(header::EXPECT);
+    append_forwarded_for(headers, &peer.forwarded_for);
+    let proto = HeaderValue::from_static(if https { "https" } else { "http" });
+    headers.insert(X_FORWARDED_PROTO, proto);
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+        // HTTP/2 carries the host in `:authority`; the HTTP/1.1 upstream needs `Host`.
+        headers.entry(header::HOST).or_insert(host);
+    } else {
+        headers.remove(X_FORWARDED_HOST);
+    }
+    append_via(headers, head.version);
+}
+
+/// Rewrites the upstream's response headers for the client.
+pub fn to_client(headers: &mut HeaderMap, received: Version) {
+    strip_hop_by_hop(headers);
+    append_via(headers, received);
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+///
+/// One scan over the (few) header names finds the hop-by-hop ones present: a `match`
+/// on the name is a length check and a compare, where removing every hop-by-hop name
+/// blindly would hash nine names for every message.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut present: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
+    let mut found = 0;
+    for name in headers.keys() {
+        if is_hop_by_hop(name.as_str()) && !present[..found].contains(&Some(name.clone())) {
+            present[found] = Some(name.clone());
+            found += 1;
+        }
+    }
+    if found == 0 {
+        return;
+    }
+    // Tokens other than `close` and `keep-alive` name further headers to drop; the
+    // vector only allocates when there is one.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named.into_iter().chain(present.into_iter().flatten()) {
+        headers.remove(name);
+    }
+}
+
+/// The names of [`HOP_BY_HOP`], as the compiler's string match.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Appends the peer's address to `X-Forwarded-For`, merging several header lines into one.
+fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR, client.clone());
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in existing {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(client.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// Appends this hop to `Via` (RFC 9110 §7.6.3), keeping earlier hops.
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let hop = match version {
+        Version::HTTP_09 => "0.9 authgate",
+        Version::HTTP_10 => "1.0 authgate",
+        Version::HTTP_2 => "2 authgate",
+        Version::HTTP_3 => "3 authgate",
+        _ => "1.1 authgate",
+    };
+    let value = match headers.get(header::VIA) {
+        None => HeaderValue::from_static(hop),
+        Some(_) => {
+            let mut joined = Vec::new();
+            for v in headers.get_all(header::VIA) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(hop.as_bytes());
+            match HeaderValue::from_bytes(&joined) {
+                Ok(v) => v,
+                Err(_) => HeaderValue::from_static(hop),
+            }
+        }
+    };
+    headers.insert(header::VIA, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn the_hop_by_hop_list_and_its_match_agree() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        assert!(!is_hop_by_hop("authorization"));
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_merges_lines() {
+        let peer = Peer::new("[::ffff:10.1.2.3]:5000".parse().unwrap());
+        let peer = &peer.forwarded_for;
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+    }
+
+    #[test]
+    fn via_names_the_received_protocol() {
+        let mut h = map(&[("via", "1.0 lb")]);
+        append_via(&mut h, Version::HTTP_2);
+        assert_eq!(h["via"], "1.0 lb, 2 authgate");
+        let mut h = HeaderMap::new();
+        append_via(&mut h, Version::HTTP_11);
+        assert_eq!(h["via"], "1.1 authgate");
+    }
+}

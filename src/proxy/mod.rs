@@ -1,0 +1,276 @@
+//! The proxy listener's handler: admits a client request (or refuses it), forwards it
+//! through the upstream pool, and hands the upstream's response back, streaming both
+//! bodies.
+//!
+//! Top-down, one request: [`Proxy::handle`] → [`Proxy::serve`] → [`Proxy::admit`]
+//! (framing, then [`decide`] on the current state snapshot: path normalised, route and
+//! tenant found, token checked; the fence; the body limit) → [`Proxy::forward`]
+//! ([`headers::to_upstream`], the upstream's base path and the normalised path in the
+//! URI, [`Pool::send`] under `request_timeout`, [`headers::to_client`]). A refusal or
+//! failure is a [`GatewayError`], turned into a response in one place,
+//! [`GatewayError::into_response`].
+
+mod headers;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap};
+use http::request;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::auth::decide::{decide, Outcome};
+use crate::body::Body;
+use crate::config::{Config, Upstream};
+use crate::error::GatewayError;
+use crate::metrics::{ProxyMetrics, RouteClass};
+use crate::routes::RouteTable;
+use crate::server::{Handler, Peer};
+use crate::state::StateHandle;
+use crate::tls::TlsError;
+use crate::upstream::{describe, Failure, Pool, PoolError, RequestBody};
+
+/// The proxy: upstream pool, route table, state and metrics.
+#[derive(Debug)]
+pub struct Proxy {
+    pool: Pool,
+    upstream: Upstream,
+    /// Whether clients reach this listener over TLS (`X-Forwarded-Proto`).
+    https: bool,
+    routes: RouteTable,
+    state: Arc<StateHandle>,
+    max_body_bytes: u64,
+    body_read_timeout: Duration,
+    metrics: ProxyMetrics,
+}
+
+/// What the handler learnt about one request, for its metrics.
+#[derive(Debug)]
+struct Exchange {
+    class: RouteClass,
+}
+
+/// A request cleared to go upstream.
+#[derive(Debug)]
+struct Admitted {
+    /// The normalised path, when it differs from the one received.
+    rewritten: Option<String>,
+    /// The most body bytes that may follow it.
+    body_limit: u64,
+}
+
+impl Handler for Proxy {
+    async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+        let mut exchange = Exchange {
+            class: RouteClass::Other,
+        };
+        let response = match self.serve(req, peer, &mut exchange).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        };
+        self.metrics.request(exchange.class, response.status());
+        response
+    }
+}
+
+impl Proxy {
+    /// Fails only when `upstream.tls` files cannot be loaded.
+    pub fn new(
+        config: &Config,
+        state: Arc<StateHandle>,
+        metrics: ProxyMetrics,
+    ) -> Result<Proxy, TlsError> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.upstream.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = crate::tls::upstream_connector(connector, &config.upstream.tls)?;
+        let pool = Pool::new(
+            connector,
+            config.upstream.origin.clone(),
+            config.upstream.pool_max_idle,
+            config.upstream.pool_idle_timeout,
+        );
+        Ok(Proxy {
+            pool,
+            upstream: config.upstream.clone(),
+            https: config.tls.proxy.is_some(),
+            routes: RouteTable::new(
+                &config.protected_routes,
+                config.case_insensitive_paths,
+                config.tenant_param.clone(),
+            ),
+            state,
+            max_body_bytes: config.limits.max_body_bytes,
+            body_read_timeout: config.limits.body_read_timeout,
+            metrics,
+        })
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (mut head, body) = req.into_parts();
+        let admitted = self.admit(&mut head, peer, exchange)?;
+        let body = RequestBody::new(body, admitted.body_limit, self.body_read_timeout);
+        self.forward(head, body, admitted.rewritten, peer).await
+    }
+
+    /// Whether the request may go upstream, decided on the current snapshot. An allowed
+    /// request loses its `Authorization` header: the backend never sees the token.
+    fn admit(
+        &self,
+        head: &mut request::Parts,
+        peer: &Peer,
+        exchange: &mut Exchange,
+    ) -> Result<Admitted, GatewayError> {
+        check_framing(head)?;
+        let (outcome, rewritten) = {
+            let snapshot = self.state.snapshot();
+            let decision = decide(&self.routes, &snapshot, head, crate::time::now_ms());
+            exchange.class = decision.class;
+            if let Some(reason) = decision.outcome.reason() {
+                let counters = decision.counters.unwrap_or(&self.metrics.other_tenant);
+                counters.by_reason[reason as usize].increment(1);
+            }
+            let rewritten = match decision.path {
+                Cow::Owned(path) => Some(path),
+                Cow::Borrowed(_) => None,
+            };
+            (decision.outcome, rewritten)
+        };
+        // Redis store: a replica whose lease ran out cannot know the current tokens (nor
+        // whether the tenant requires one), so every protected route waits. Checked
+        // after the snapshot was loaded: one clock read, no I/O.
+        if outcome.reason().is_some() && self.state.fenced() {
+            return Err(GatewayError::Fenced);
+        }
+        match outcome {
+            Outcome::Rejected(rejection) => {
+                // The path only: queries may carry secrets.
+                tracing::debug!(?rejection, method = %head.method, path = %head.uri.path(), peer = %peer.addr, "request refused");
+                return Err(rejection.into());
+            }
+            Outcome::Allowed => {
+                head.headers.remove(header::AUTHORIZATION);
+            }
+            Outcome::Unprotected | Outcome::NotRequired => {}
+        }
+        let mut body_limit = u64::MAX;
+        if exchange.class == RouteClass::Protected {
+            body_limit = self.max_body_bytes;
+            if content_length(&head.headers).is_some_and(|n| n > body_limit) {
+                return Err(GatewayError::PayloadTooLarge);
+            }
+        }
+        Ok(Admitted {
+            rewritten,
+            body_limit,
+        })
+    }
+
+    /// Sends the admitted request upstream and returns the upstream's response.
+    async fn forward(
+        &self,
+        mut head: request::Parts,
+        body: RequestBody,
+        rewritten: Option<String>,
+        peer: &Peer,
+    ) -> Result<Response<Body>, GatewayError> {
+        headers::to_upstream(&mut head, peer, self.https);
+        head.uri = self.upstream_uri(&head.uri, rewritten)?;
+        head.version = Version::HTTP_11;
+
+        let started = Instant::now();
+        let sent = self.pool.send(Request::from_parts(head, body));
+        let response = match tokio::time::timeout(self.upstream.request_timeout, sent).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(self.failed(e)),
+            Err(_) => {
+                self.metrics.upstream_timeouts.increment(1);
+                return Err(GatewayError::UpstreamTimeout);
+            }
+        };
+        self.metrics
+            .upstream_duration
+            .record(started.elapsed().as_secs_f64());
+
+        let (mut parts, body) = response.into_parts();
+        headers::to_client(&mut parts.headers, parts.version);
+        parts.version = Version::HTTP_11;
+        Ok(Response::from_parts(parts, body.into()))
+    }
+
+    /// The upstream request target (origin-form): the upstream's base path, then the
+    /// request's path (normalised, when `rewritten` is given) and its query.
+    fn upstream_uri(&self, uri: &Uri, rewritten: Option<String>) -> Result<Uri, GatewayError> {
+        let pq = uri.path_and_query();
+        let pq = match (pq, rewritten) {
+            (Some(pq), None) if self.upstream.base_path.is_empty() => pq.clone(),
+            (pq, rewritten) => {
+                let path = rewritten.as_deref().unwrap_or_else(|| uri.path());
+                let base = &self.upstream.base_path;
+                let joined = match pq.and_then(PathAndQuery::query) {
+                    Some(query) => format!("{base}{path}?{query}"),
+                    None => format!("{base}{path}"),
+                };
+                joined.parse().map_err(|_| GatewayError::BadPath)?
+            }
+        };
+        Ok(Uri::from(pq))
+    }
+
+    /// Counts and logs a failed exchange. Details go to the log, never to the client.
+    fn failed(&self, e: PoolError) -> GatewayError {
+        let failure = e.classify();
+        match &failure {
+            Failure::Tls(e, tls) => {
+                self.metrics.upstream_tls_errors.increment(1);
+                tracing::warn!(tls_error = %tls, error = %describe(e), "upstream TLS failed");
+            }
+            Failure::Connect(e) => {
+                self.metrics.upstream_connect_errors.increment(1);
+                tracing::warn!(error = %describe(e), "upstream unreachable");
+            }
+            Failure::BodyTooLarge => {}
+            Failure::BodyTimeout => tracing::debug!("client request body stalled; aborted"),
+            Failure::ClientBody(e) => {
+                tracing::debug!(error = %describe(e), "client request body failed");
+            }
+            Failure::Other(e) => {
+                self.metrics.upstream_other_errors.increment(1);
+                tracing::warn!(error = %describe(e), "upstream request failed");
+            }
+        }
+        failure.into()
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Refuses a transfer coding other than a lone `chunked`: the body would reach the
+/// upstream still encoded (say, gzip) without the header that says so. hyper already
+/// refuses a final coding other than `chunked`, conflicting lengths, and Content-Length
+/// next to Transfer-Encoding (dropped, connection closed: RFC 9112 §6.3).
+fn check_framing(head: &request::Parts) -> Result<(), GatewayError> {
+    let mut te = head.headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (te.next(), te.next()) {
+        (None, _) => Ok(()),
+        (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"chunked") => Ok(()),
+        (Some(_), _) => Err(GatewayError::UnsupportedTransferCoding),
+    }
+}
