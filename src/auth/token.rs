@@ -15,6 +15,27 @@ pub const TOKEN_PREFIX: &str = "authgate_tk_";
 /// Prefix of every admin key.
 pub const ADMIN_KEY_PREFIX: &str = "authgate_ak_";
 
+/// Whether a header value holds a gateway secret (a token or an admin key), in any
+/// case, raw or inside `Basic` credentials: such a header never reaches the backend.
+pub fn holds_secret(value: &[u8]) -> bool {
+    let has_prefix = |bytes: &[u8]| {
+        bytes.windows(TOKEN_PREFIX.len()).any(|w| {
+            w.eq_ignore_ascii_case(TOKEN_PREFIX.as_bytes())
+                || w.eq_ignore_ascii_case(ADMIN_KEY_PREFIX.as_bytes())
+        })
+    };
+    if has_prefix(value) {
+        return true;
+    }
+    let basic = value
+        .get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic "));
+    basic
+        && base64::engine::general_purpose::STANDARD
+            .decode(value[6..].trim_ascii())
+            .is_ok_and(|decoded| has_prefix(&decoded))
+}
+
 /// The SHA-256 digest of a secret. Its `Debug` shows only the fingerprint.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Digest(pub [u8; 32]);
@@ -87,6 +108,7 @@ mod tests {
     #[test]
     fn tokens_are_prefixed_url_safe_and_distinct() {
         let a = generate(TOKEN_PREFIX).unwrap();
+        assert!(holds_secret(format!("Bearer {}", a.value).as_bytes()));
         let b = generate(TOKEN_PREFIX).unwrap();
         assert_ne!(a.value, b.value);
         assert!(a.value.starts_with(TOKEN_PREFIX));

@@ -13,7 +13,8 @@ pub(super) struct RawConfig {
     pub listen: RawListen,
     pub upstream: RawUpstream,
     pub protected_routes: Option<Vec<RawRoute>>,
-    pub case_insensitive_paths: bool,
+    /// `None`: the default, `true`.
+    pub case_insensitive_paths: Option<bool>,
     /// `None` when the key is absent (default `client`); `Some(Value::Null)` for `~`.
     #[serde(deserialize_with = "present")]
     pub tenant_param: Option<Value>,
@@ -79,7 +80,8 @@ pub(super) struct RawAdminTls {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawRoute {
-    pub methods: Vec<String>,
+    /// `None`: every method.
+    pub methods: Option<Vec<String>>,
     pub path: Option<String>,
 }
 

@@ -147,7 +147,7 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
         listen,
         upstream,
         protected_routes,
-        case_insensitive_paths: raw.case_insensitive_paths,
+        case_insensitive_paths: case_insensitive_paths(raw.case_insensitive_paths, p),
         tenant_param,
         tokens,
         limits,
@@ -274,7 +274,7 @@ fn routes(raw: Option<Vec<super::raw::RawRoute>>, p: &mut Problems<'_>) -> Vec<P
         ]
         .into_iter()
         .map(|path| ProtectedRoute {
-            methods: vec![Method::POST],
+            methods: Vec::new(),
             path: path.into(),
         })
         .collect();
@@ -284,13 +284,20 @@ fn routes(raw: Option<Vec<super::raw::RawRoute>>, p: &mut Problems<'_>) -> Vec<P
     for (i, route) in raw.into_iter().enumerate() {
         let at = |key: &str| vec![k("protected_routes"), Seg::Index(i), k(key)];
         let mut methods = Vec::new();
-        if route.methods.is_empty() {
-            p.push(
+        match &route.methods {
+            None => {}
+            Some(listed) if listed.is_empty() => p.push(
                 &at("methods"),
-                "list at least one method, e.g. [POST]".into(),
-            );
+                "leave `methods` out to cover every method, or list at least one".into(),
+            ),
+            Some(_) => p.warn(
+                &at("methods"),
+                "a lenient backend may accept other methods on this path; leave `methods` out \
+                 to protect every method (override headers on other methods are refused)"
+                    .into(),
+            ),
         }
-        for m in &route.methods {
+        for m in route.methods.iter().flatten() {
             match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 Ok(method) => methods.push(method),
                 Err(_) => p.push(&at("methods"), format!("`{m}` is not an HTTP method")),
@@ -318,6 +325,18 @@ fn routes(raw: Option<Vec<super::raw::RawRoute>>, p: &mut Problems<'_>) -> Vec<P
         });
     }
     out
+}
+
+fn case_insensitive_paths(raw: Option<bool>, p: &mut Problems<'_>) -> bool {
+    if raw == Some(false) {
+        p.warn(
+            &path(&["case_insensitive_paths"]),
+            "literal path segments compare case-sensitively: only right for a backend known \
+             to route case-sensitively (Express, IIS, ASP.NET and some Spring setups do not)"
+                .into(),
+        );
+    }
+    raw.unwrap_or(true)
 }
 
 fn limits(raw: super::raw::RawLimits, p: &mut Problems<'_>) -> Limits {

@@ -10,6 +10,8 @@ impl From<Rejection> for GatewayError {
         match rejection {
             Rejection::BadPath(_) | Rejection::AmbiguousPath => GatewayError::BadPath,
             Rejection::BadTenant => GatewayError::BadTenant,
+            Rejection::MethodOverride => GatewayError::MethodOverride,
+            Rejection::Connect => GatewayError::MethodNotAllowed,
             Rejection::Missing => GatewayError::MissingToken,
             Rejection::Malformed => GatewayError::MalformedCredentials,
             Rejection::Invalid => GatewayError::InvalidToken,

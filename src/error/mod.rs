@@ -30,8 +30,10 @@ pub enum GatewayError {
     ClientBody(#[source] BoxError),
     #[error("request path cannot be forwarded")]
     BadPath,
-    #[error("tenant query parameter missing or repeated")]
+    #[error("tenant missing, repeated, contradicted or not a valid name")]
     BadTenant,
+    #[error("method-override header on a method the route does not cover")]
+    MethodOverride,
     #[error("no Bearer credentials")]
     MissingToken,
     #[error("malformed Authorization header")]
@@ -168,7 +170,8 @@ impl GatewayError {
             GatewayError::UpstreamFailed(_) => Reply::new(S::BAD_GATEWAY, "bad_gateway", "the upstream service failed to answer"),
             GatewayError::ClientBody(_) => Reply::new(S::BAD_REQUEST, "bad_request", "the request body could not be read").closing(),
             GatewayError::BadPath => Reply::new(S::BAD_REQUEST, "invalid_request", "the request path is not acceptable"),
-            GatewayError::BadTenant => Reply::new(S::BAD_REQUEST, "invalid_request", "the tenant query parameter must appear exactly once"),
+            GatewayError::BadTenant => Reply::new(S::BAD_REQUEST, "invalid_request", "the tenant must be named once, as a valid tenant name (1-128 of A-Z a-z 0-9 - . _ ~), and the query must not name another"),
+            GatewayError::MethodOverride => Reply::new(S::BAD_REQUEST, "invalid_request", "method-override headers are not accepted on this route"),
             GatewayError::MissingToken => Reply::new(S::UNAUTHORIZED, "missing_token", "this route requires a Bearer token").challenge(BEARER),
             GatewayError::MalformedCredentials => Reply::new(S::BAD_REQUEST, "invalid_request", "the Authorization header is not a single valid Bearer token").challenge(BEARER_MALFORMED),
             GatewayError::InvalidToken => Reply::new(S::UNAUTHORIZED, "invalid_token", "invalid token").challenge(BEARER_INVALID),

@@ -1,12 +1,16 @@
-//! The header rules of one proxied exchange (the contract's proxy semantics 6):
-//! hop-by-hop headers (and those named in `Connection`) dropped both ways,
-//! `X-Forwarded-For` appended to, `X-Forwarded-Proto` and `X-Forwarded-Host` set, this
-//! hop added to `Via`, and `Host` kept (or taken from an HTTP/2 `:authority`).
+//! The header rules of one proxied exchange (the contract's proxy semantics 2, 5, 6):
+//! hop-by-hop headers (and those named in `Connection`) dropped both ways; towards the
+//! upstream, headers that make some backends route elsewhere (`X-Original-URL`,
+//! `X-Rewrite-URL`) and any `Authorization` holding a gateway secret dropped,
+//! `Content-Length` written canonically, `X-Forwarded-For` appended to,
+//! `X-Forwarded-Proto` and `X-Forwarded-Host` set, this hop added to `Via`, and `Host`
+//! kept (or taken from an HTTP/2 `:authority`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request;
 use http::Version;
 
+use crate::auth::token;
 use crate::server::Peer;
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
@@ -25,6 +29,8 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
 
 /// Rewrites a client request's headers for the upstream. `https` says whether the
 /// client reached the gateway over TLS.
@@ -38,6 +44,10 @@ pub fn to_upstream(head: &mut request::Parts, peer: &Peer, https: bool) {
     strip_hop_by_hop(headers);
     // The gateway answers `Expect` itself.
     headers.remove(header::EXPECT);
+    if !headers.is_empty() {
+        strip_rewrites_and_secrets(headers);
+    }
+    canonical_content_length(headers);
     append_forwarded_for(headers, &peer.forwarded_for);
     let proto = HeaderValue::from_static(if https { "https" } else { "http" });
     headers.insert(X_FORWARDED_PROTO, proto);
@@ -49,6 +59,53 @@ pub fn to_upstream(head: &mut request::Parts, peer: &Peer, https: bool) {
         headers.remove(X_FORWARDED_HOST);
     }
     append_via(headers, head.version);
+}
+
+/// Removes `X-Original-URL` and `X-Rewrite-URL` (Symfony, Zend and IIS route by them),
+/// and every `Authorization` header holding a gateway token or admin key.
+fn strip_rewrites_and_secrets(headers: &mut HeaderMap) {
+    let mut rewrites = false;
+    for name in headers.keys() {
+        rewrites |= matches!(name.as_str(), "x-original-url" | "x-rewrite-url");
+    }
+    if rewrites {
+        headers.remove(X_ORIGINAL_URL);
+        headers.remove(X_REWRITE_URL);
+    }
+    let leaked = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .any(|v| token::holds_secret(v.as_bytes()));
+    if leaked {
+        let kept: Vec<HeaderValue> = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter(|v| !token::holds_secret(v.as_bytes()))
+            .cloned()
+            .collect();
+        headers.remove(header::AUTHORIZATION);
+        for value in kept {
+            headers.append(header::AUTHORIZATION, value);
+        }
+    }
+}
+
+/// `Content-Length` as digits without leading zeros (`010` → `10`): hyper accepted the
+/// value, but a backend may read `010` another way (octal, or as a different length).
+fn canonical_content_length(headers: &mut HeaderMap) {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return;
+    };
+    let bytes = value.as_bytes();
+    if bytes.len() > 1 && bytes[0] == b'0' || bytes.contains(&b',') || bytes.contains(&b' ') {
+        let parsed = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(',').next()?.trim().parse::<u64>().ok());
+        if let Some(n) = parsed {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
 }
 
 /// Rewrites the upstream's response headers for the client.
