@@ -19,7 +19,6 @@
 mod support;
 
 use std::fmt;
-use std::sync::Arc;
 
 use http::{Method, Request};
 use support::admin::{generate, require};
@@ -479,7 +478,7 @@ async fn attacks_do_not_get_through(framework: Framework, protocol: Protocol) {
     let gw = Gateway::start(backend.addr, "").await;
     require(&gw, "acme", true).await;
     let token = generate(&gw, "acme", None).await;
-    let cases = Arc::new(cases(&token));
+    let cases = cases(&token);
     let answers = send_all(gw.proxy, protocol, &cases).await;
     let log = backend.log().await;
 
