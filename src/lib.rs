@@ -32,6 +32,7 @@ pub mod routes;
 pub mod sample_backend;
 pub mod server;
 pub mod state;
+pub mod time;
 pub mod tls;
 
 use std::future::Future;

@@ -3,8 +3,6 @@
 //! makes it durable and swaps the snapshot in *before* the response is written, then is
 //! written to the `audit` log target (never a token or key).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
@@ -15,6 +13,7 @@ use crate::auth::token::{self, TOKEN_PREFIX};
 use crate::config::{AdminKey, Role, Tokens};
 use crate::error::{json_response, GatewayError};
 use crate::state::{Command, ReplicaAck, State, StateHandle, StoreError, TenantState, TokenRecord};
+use crate::time::{from_unix_ms, now_ms, rfc3339};
 
 /// Largest admin request body read.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -47,8 +46,8 @@ pub fn document(name: &str, tenant: &TenantState) -> Value {
         json!({
             "id": t.digest.id(),
             "fingerprint": t.digest.fingerprint(),
-            "created_at": rfc3339(t.created_at_ms),
-            "expires_at": rfc3339(t.expires_at_ms),
+            "created_at": rfc3339(from_unix_ms(t.created_at_ms)),
+            "expires_at": rfc3339(from_unix_ms(t.expires_at_ms)),
         })
     });
     json!({
@@ -156,7 +155,7 @@ pub async fn generate(
         "token_type": "Bearer",
         "id": record.digest.id(),
         "expires_in": expires_in,
-        "expires_at": rfc3339(record.expires_at_ms),
+        "expires_at": rfc3339(from_unix_ms(record.expires_at_ms)),
         "revision": after.revision,
     });
     if let Some(acks) = acks {
@@ -313,23 +312,6 @@ fn invalid(field: &'static str, message: &str) -> GatewayError {
         field,
         message: message.to_string(),
     }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn rfc3339(ms: u64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
-/// RFC 3339 with milliseconds (lease deadlines, where a second is most of a lease).
-pub fn rfc3339_ms(ms: u64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ impl Admin {
                 r#"{"status":"draining"}"#,
             )),
             Route::Metrics => {
-                crate::metrics::token_expiry(&self.state.snapshot().state, api::now_ms());
+                crate::metrics::token_expiry(&self.state.snapshot().state, crate::time::now_ms());
                 self.tls.record_expiry(std::time::SystemTime::now());
                 let mut response = Response::new(Body::full(self.metrics.render()));
                 response.headers_mut().insert(

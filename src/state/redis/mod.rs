@@ -542,7 +542,7 @@ impl Inner {
             .map(|(replica, deadline)| {
                 json!({
                     "applied_revision": acks.get(&replica).copied().unwrap_or(0),
-                    "lease_deadline": crate::admin::api::rfc3339_ms(deadline),
+                    "lease_deadline": crate::time::rfc3339_ms(crate::time::from_unix_ms(deadline)),
                     "live": deadline >= now_ms,
                     "replica": replica,
                 })
