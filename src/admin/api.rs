@@ -12,8 +12,10 @@ use serde_json::{json, Map, Value};
 use crate::auth::token::{self, TOKEN_PREFIX};
 use crate::config::{AdminKey, Role, Tokens};
 use crate::error::{json_response, GatewayError};
-use crate::state::{Command, ReplicaAck, State, StateHandle, StoreError, TenantState, TokenRecord};
-use crate::time::{from_unix_ms, now_ms, rfc3339};
+use crate::state::{
+    ClusterStatus, Command, ReplicaAck, State, StateHandle, StoreError, TenantState, TokenRecord,
+};
+use crate::time::{from_unix_ms, now_ms, rfc3339, rfc3339_ms};
 
 /// Largest admin request body read.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -65,6 +67,33 @@ pub fn list(state: &State) -> Value {
         .map(|(name, t)| document(name, t))
         .collect();
     json!({ "tenants": tenants })
+}
+
+/// `GET /admin/v1/cluster`: where the state lives and, with Redis, every replica's lease.
+pub fn cluster(status: &ClusterStatus) -> Value {
+    let ClusterStatus::Redis(redis) = status else {
+        return json!({ "backend": "file" });
+    };
+    let replicas: Vec<Value> = redis
+        .replicas
+        .iter()
+        .map(|r| {
+            json!({
+                "applied_revision": r.applied_revision,
+                "lease_deadline": rfc3339_ms(from_unix_ms(r.deadline_ms)),
+                "live": r.live,
+                "replica": r.replica,
+            })
+        })
+        .collect();
+    json!({
+        "backend": "redis",
+        "epoch": redis.epoch,
+        "revision": redis.revision,
+        "replica": redis.replica,
+        "fenced": redis.fenced,
+        "replicas": replicas,
+    })
 }
 
 /// `GET /admin/v1/whoami`: who the key is and the token lifetimes it may choose from,

@@ -207,7 +207,7 @@ impl Admin {
                     tracing::warn!(error = %e, "cluster status unavailable");
                     GatewayError::StateUnavailable
                 })?;
-                Ok(ok_json(&status))
+                Ok(ok_json(&api::cluster(&status)))
             }
             Route::Tenants => {
                 self.authorize(&req, Role::Viewer)?;

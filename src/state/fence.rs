@@ -5,9 +5,18 @@
 //! (`state::redis`) moves the instant forward after each successful renewal and back to
 //! zero when it learns it is stale; the request path only compares it with a clock
 //! read: one atomic load, no lock, no I/O.
+//!
+//! The fence also keeps the `authgate_state_fenced` gauge: every opening and closing
+//! sets it, and as a lease runs out with no event, the lease protocol calls
+//! [`Fence::report`] wherever it may have (a failed renewal, a lost session). Reading
+//! the fence on the request path never touches the gauge.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use metrics::gauge;
+
+use crate::metrics::STATE_FENCED;
 
 /// "Serve protected routes until" as milliseconds on a process-local monotonic clock.
 #[derive(Debug)]
@@ -47,12 +56,24 @@ impl Fence {
     pub fn open_until(&self, sent: Instant, valid: Duration) {
         let until = self.ms(sent + valid);
         self.until_ms.store(until, Ordering::Release);
+        self.report();
     }
 
     /// Refuse protected routes from now on (until the next renewal).
     pub fn close(&self) {
         self.until_ms.store(0, Ordering::Release);
+        set_gauge(true);
     }
+
+    /// Sets the gauge to whether the fence is closed now (a lease that ran out by
+    /// itself closed it without a call).
+    pub fn report(&self) {
+        set_gauge(self.is_fenced());
+    }
+}
+
+fn set_gauge(fenced: bool) {
+    gauge!(STATE_FENCED).set(if fenced { 1.0 } else { 0.0 });
 }
 
 #[cfg(test)]
