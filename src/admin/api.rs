@@ -6,9 +6,9 @@
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
+use super::RequestBody;
 use crate::auth::token::{self, TOKEN_PREFIX};
 use crate::config::{AdminKey, Role, Tokens};
 use crate::error::{json_response, GatewayError};
@@ -112,7 +112,7 @@ pub fn whoami(key: &AdminKey, tokens: &Tokens) -> Value {
 }
 
 /// `PUT …/settings` body: exactly `{"require_authentication": bool}`.
-pub async fn parse_settings(body: Incoming) -> Result<bool, GatewayError> {
+pub async fn parse_settings<B: RequestBody>(body: B) -> Result<bool, GatewayError> {
     let mut object = read_object(body, false).await?;
     let require = match object.remove("require_authentication") {
         Some(Value::Bool(b)) => b,
@@ -124,7 +124,10 @@ pub async fn parse_settings(body: Incoming) -> Result<bool, GatewayError> {
 }
 
 /// `POST …/token` body: optional `{"expires_in": seconds}`; never clamped.
-pub async fn parse_expires_in(body: Incoming, tokens: &Tokens) -> Result<u64, GatewayError> {
+pub async fn parse_expires_in<B: RequestBody>(
+    body: B,
+    tokens: &Tokens,
+) -> Result<u64, GatewayError> {
     let mut object = read_object(body, true).await?;
     let max = tokens.max_ttl.as_secs();
     let expires_in = match object.remove("expires_in") {
@@ -305,7 +308,10 @@ pub fn if_match(headers: &http::HeaderMap) -> Result<Option<u64>, GatewayError> 
     text.parse().map(Some).map_err(|_| bad())
 }
 
-async fn read_object(body: Incoming, empty_ok: bool) -> Result<Map<String, Value>, GatewayError> {
+async fn read_object<B: RequestBody>(
+    body: B,
+    empty_ok: bool,
+) -> Result<Map<String, Value>, GatewayError> {
     let bytes = Limited::new(body, MAX_ADMIN_BODY)
         .collect()
         .await
@@ -344,39 +350,4 @@ fn invalid(field: &'static str, message: &str) -> GatewayError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenant_names_are_url_safe() {
-        assert_eq!(tenant_name("acme-1", false).unwrap(), "acme-1");
-        assert_eq!(tenant_name("ACME", true).unwrap(), "acme");
-        for bad in ["", ".", "..", "a/b", "a%2Fb", "a b", "é", &"a".repeat(129)] {
-            assert!(tenant_name(bad, false).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn the_document_shows_public_token_facts_only() {
-        let t = TenantState {
-            require_authentication: true,
-            token: Some(TokenRecord {
-                digest: crate::auth::token::Digest([9; 32]),
-                created_at_ms: 0,
-                expires_at_ms: 86_400_000,
-            }),
-            revision: 4,
-        };
-        let doc = document("acme", &t);
-        assert_eq!(doc["token"]["expires_at"], "1970-01-02T00:00:00Z");
-        assert_eq!(doc["revision"], 4);
-        assert!(
-            !doc.to_string().contains(&"09".repeat(32)),
-            "no full digest"
-        );
-        assert_eq!(
-            document("new", &TenantState::default())["token"],
-            Value::Null
-        );
-    }
-}
+mod tests;
