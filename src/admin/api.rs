@@ -1,5 +1,6 @@
-//! The tenant admin API (`/admin/v1/…`): documents, settings, token generation and
-//! revocation. Each change is one [`Command`] applied through the [`StateHandle`], which
+//! The tenant admin API (`/admin/v1/…`) behind the endpoints: the tenant and cluster
+//! documents, request bodies (read only after the key was checked, whatever the body
+//! type), settings, token generation and revocation. Each change is one [`Command`] applied through the [`StateHandle`], which
 //! makes it durable and swaps the snapshot in *before* the response is written, then is
 //! written to the `audit` log target (never a token or key).
 
@@ -71,8 +72,9 @@ pub fn list(state: &State) -> Value {
 
 /// `GET /admin/v1/cluster`: where the state lives and, with Redis, every replica's lease.
 pub fn cluster(status: &ClusterStatus) -> Value {
-    let ClusterStatus::Redis(redis) = status else {
-        return json!({ "backend": "file" });
+    let redis = match status {
+        ClusterStatus::File => return json!({ "backend": "file" }),
+        ClusterStatus::Redis(redis) => redis,
     };
     let replicas: Vec<Value> = redis
         .replicas
@@ -210,46 +212,10 @@ pub async fn apply(
 ) -> Result<(TenantState, Option<Vec<ReplicaAck>>), GatewayError> {
     let tenant = cmd.tenant().to_string();
     let action = cmd.action();
-    let (old, new) = state.apply(cmd, if_match).await.map_err(|e| {
-        match &e {
-            StoreError::Conflict { .. } => {
-                tracing::info!(error = %e, %tenant, action, "state change refused")
-            }
-            // It did change: the audit log must say so, though the caller gets a 503.
-            StoreError::NotReplicated {
-                revision,
-                wanted,
-                confirmed,
-            } => tracing::warn!(
-                target: "audit",
-                actor,
-                tenant = %tenant,
-                action,
-                revision,
-                redis_replicas_wanted = wanted,
-                redis_replicas_confirmed = confirmed,
-                "admin change applied on the Redis primary, not confirmed by its replicas"
-            ),
-            _ => tracing::error!(error = %e, %tenant, action, "state change failed"),
-        }
-        match e {
-            StoreError::Conflict { current } => GatewayError::Conflict { current },
-            StoreError::NotInitialised => GatewayError::StateNotInitialised,
-            StoreError::Uncertain(_) => GatewayError::StateUncertain,
-            StoreError::NotReplicated {
-                revision,
-                wanted,
-                confirmed,
-            } => GatewayError::StateNotReplicated {
-                revision,
-                wanted,
-                confirmed,
-            },
-            StoreError::Unavailable(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
-                GatewayError::StateUnavailable
-            }
-        }
-    })?;
+    let (old, new) = state
+        .apply(cmd, if_match)
+        .await
+        .map_err(|e| refused(e, actor, &tenant, action))?;
     let fingerprint = |t: &TenantState| t.token.as_ref().map(|t| t.digest.fingerprint());
     let after = new.tenant;
     if let Some(replicas) = &new.replicas {
@@ -270,6 +236,53 @@ pub async fn apply(
         "admin change"
     );
     Ok((after, new.replicas))
+}
+
+/// Logs a change the store refused or could not confirm, and what the caller is told.
+fn refused(e: StoreError, actor: &str, tenant: &str, action: &str) -> GatewayError {
+    match &e {
+        StoreError::Conflict { .. } => {
+            tracing::info!(error = %e, %tenant, action, "state change refused")
+        }
+        // It did change: the audit log must say so, though the caller gets a 503.
+        StoreError::NotReplicated {
+            revision,
+            wanted,
+            confirmed,
+        } => tracing::warn!(
+            target: "audit",
+            actor,
+            tenant = %tenant,
+            action,
+            revision,
+            redis_replicas_wanted = wanted,
+            redis_replicas_confirmed = confirmed,
+            "admin change applied on the Redis primary, not confirmed by its replicas"
+        ),
+        _ => tracing::error!(error = %e, %tenant, action, "state change failed"),
+    }
+    gateway_error(e)
+}
+
+/// The response to a store error.
+fn gateway_error(e: StoreError) -> GatewayError {
+    match e {
+        StoreError::Conflict { current } => GatewayError::Conflict { current },
+        StoreError::NotInitialised => GatewayError::StateNotInitialised,
+        StoreError::Uncertain(_) => GatewayError::StateUncertain,
+        StoreError::NotReplicated {
+            revision,
+            wanted,
+            confirmed,
+        } => GatewayError::StateNotReplicated {
+            revision,
+            wanted,
+            confirmed,
+        },
+        StoreError::Unavailable(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
+            GatewayError::StateUnavailable
+        }
+    }
 }
 
 /// The `replicas` field of a change's answer (Redis store only).

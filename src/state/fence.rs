@@ -97,4 +97,23 @@ mod tests {
             "a lease that already ran out does not open it"
         );
     }
+
+    #[test]
+    fn the_gauge_follows_every_opening_and_closing() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let gauge = |step: &dyn Fn()| {
+            metrics::with_local_recorder(&recorder, step);
+            let text = handle.render();
+            let line = text.lines().find(|l| l.starts_with(STATE_FENCED));
+            line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let fence = Fence::new();
+        assert_eq!(gauge(&|| fence.report()), Some(1.0), "closed at first");
+        let open = || fence.open_until(Instant::now(), Duration::from_secs(60));
+        assert_eq!(gauge(&open), Some(0.0));
+        assert_eq!(gauge(&|| fence.close()), Some(1.0));
+        let ran_out = || fence.open_until(Instant::now() - Duration::from_secs(2), Duration::ZERO);
+        assert_eq!(gauge(&ran_out), Some(1.0), "a lease already over");
+    }
 }

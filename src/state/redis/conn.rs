@@ -12,6 +12,11 @@ use ::redis::{AsyncConnectionConfig, Client, Value};
 
 use crate::state::StoreError;
 
+/// The client for `url` (`state.redis.url`); nothing is dialled yet.
+pub(super) fn client(url: &str) -> Result<Client, StoreError> {
+    Client::open(url).map_err(|e| StoreError::Unavailable(format!("state.redis.url: {e}")))
+}
+
 /// A lazily (re)connected multiplexed connection: every call is bounded by a timeout,
 /// and a failed connection is dropped so the next call dials again (never a call that
 /// blocks while Redis is away).

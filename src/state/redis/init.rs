@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use ::redis::{Client, Value};
+use ::redis::Value;
 
-use super::conn::Conn;
+use super::conn::{self, Conn};
 use super::keys::Keys;
 use super::wire::text;
 use crate::config::RedisState;
@@ -31,8 +31,7 @@ pub enum InitOutcome {
 /// Sets a new random epoch when none exists (or replaces it with `force`). Replicas on
 /// another epoch fence themselves and resync.
 pub async fn init(settings: &RedisState, force: bool) -> Result<InitOutcome, StoreError> {
-    let client = Client::open(settings.url.as_str())
-        .map_err(|e| StoreError::Unavailable(format!("state.redis.url: {e}")))?;
+    let client = conn::client(&settings.url)?;
     let timeout = Duration::from_secs(5);
     let conn = Conn::new(client, timeout, timeout, false);
     let keys = Keys::new(&settings.key_prefix);

@@ -75,8 +75,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects lazily: nothing is dialled until the store is used.
     pub fn new(settings: RedisState) -> Result<RedisStore, StoreError> {
-        let client = Client::open(settings.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("state.redis.url: {e}")))?;
+        let client = conn::client(&settings.url)?;
         let timeout = settings.lease;
         let heartbeat = settings.heartbeat;
         Ok(RedisStore {

@@ -12,10 +12,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use ::redis::{ScriptInvocation, Value};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
-
-use ::redis::{ScriptInvocation, Value};
 
 use super::scripts::{Log, RenewReply, Snapshot};
 use super::Inner;
@@ -81,7 +80,7 @@ pub(super) async fn run(inner: Arc<Inner>, handle: Weak<StateHandle>, shutdown: 
     if let Ok(mut conn) = inner.replica.get().await {
         let _ = tokio::time::timeout(
             inner.settings.heartbeat,
-            leave.query_async::<::redis::Value>(&mut conn),
+            leave.query_async::<Value>(&mut conn),
         )
         .await;
     }
