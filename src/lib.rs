@@ -158,10 +158,13 @@ pub async fn run_with_reload(
         ..proxy_opts.clone()
     };
     let proxy = Arc::new(Proxy::new(&config, state.clone(), proxy_metrics)?);
-    let admin = Arc::new(
-        Admin::new(&config, state, readiness.clone(), prometheus.clone())
-            .with_tls(acceptors.clone()),
-    );
+    let admin = Arc::new(Admin::new(
+        &config,
+        state,
+        readiness.clone(),
+        prometheus.clone(),
+        acceptors.clone(),
+    ));
 
     let proxy_life = lifecycle();
     let admin_life = lifecycle();

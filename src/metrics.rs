@@ -88,10 +88,6 @@ pub fn state_lag(heard: u64, applied: u64) {
     gauge!(STATE_LAG).set(heard.saturating_sub(applied) as f64);
 }
 
-pub fn fenced(fenced: bool) {
-    gauge!(STATE_FENCED).set(if fenced { 1.0 } else { 0.0 });
-}
-
 pub fn renewal(ok: bool) {
     counter!(LEASE_RENEWALS, "result" => if ok { "ok" } else { "failed" }).increment(1);
 }

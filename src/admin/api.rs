@@ -1,44 +1,36 @@
-//! The tenant admin API (`/admin/v1/…`): documents, settings, token generation and
-//! revocation. Each change is one [`Command`] applied through the [`StateHandle`], which
+//! The tenant admin API (`/admin/v1/…`) behind the endpoints: the tenant and cluster
+//! documents, request bodies (read only after the key was checked, whatever the body
+//! type), settings, token generation and revocation. Each change is one [`Command`] applied through the [`StateHandle`], which
 //! makes it durable and swaps the snapshot in *before* the response is written, then is
 //! written to the `audit` log target (never a token or key).
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
+use super::RequestBody;
 use crate::auth::token::{self, TOKEN_PREFIX};
 use crate::config::{AdminKey, Role, Tokens};
 use crate::error::{json_response, GatewayError};
-use crate::state::{Command, ReplicaAck, State, StateHandle, StoreError, TenantState, TokenRecord};
+use crate::state::{
+    ClusterStatus, Command, ReplicaAck, State, StateHandle, StoreError, TenantState, TokenRecord,
+};
+use crate::time::{from_unix_ms, now_ms, rfc3339, rfc3339_ms};
 
 /// Largest admin request body read.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// A tenant name from an admin path: 1–128 characters of the URL-unreserved set, so it
-/// is written the same way in a normalised request path.
-pub fn tenant_name(raw: &str, case_insensitive: bool) -> Result<String, GatewayError> {
-    let valid = (1..=128).contains(&raw.len())
-        && raw != "."
-        && raw != ".."
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    if !valid {
-        return Err(GatewayError::InvalidField {
+/// is written the same way in a normalised request path; stored in lower case, as the
+/// proxy compares it.
+pub fn tenant_name(raw: &str) -> Result<String, GatewayError> {
+    crate::auth::decide::tenant_name(std::borrow::Cow::Borrowed(raw))
+        .map(std::borrow::Cow::into_owned)
+        .ok_or_else(|| GatewayError::InvalidField {
             field: "tenant",
             message: "use 1 to 128 letters, digits, `-`, `.`, `_` or `~`".into(),
-        });
-    }
-    Ok(if case_insensitive {
-        raw.to_ascii_lowercase()
-    } else {
-        raw.to_string()
-    })
+        })
 }
 
 /// The tenant document of the contract.
@@ -47,8 +39,8 @@ pub fn document(name: &str, tenant: &TenantState) -> Value {
         json!({
             "id": t.digest.id(),
             "fingerprint": t.digest.fingerprint(),
-            "created_at": rfc3339(t.created_at_ms),
-            "expires_at": rfc3339(t.expires_at_ms),
+            "created_at": rfc3339(from_unix_ms(t.created_at_ms)),
+            "expires_at": rfc3339(from_unix_ms(t.expires_at_ms)),
         })
     });
     json!({
@@ -68,6 +60,34 @@ pub fn list(state: &State) -> Value {
     json!({ "tenants": tenants })
 }
 
+/// `GET /admin/v1/cluster`: where the state lives and, with Redis, every replica's lease.
+pub fn cluster(status: &ClusterStatus) -> Value {
+    let redis = match status {
+        ClusterStatus::File => return json!({ "backend": "file" }),
+        ClusterStatus::Redis(redis) => redis,
+    };
+    let replicas: Vec<Value> = redis
+        .replicas
+        .iter()
+        .map(|r| {
+            json!({
+                "applied_revision": r.applied_revision,
+                "lease_deadline": rfc3339_ms(from_unix_ms(r.deadline_ms)),
+                "live": r.live,
+                "replica": r.replica,
+            })
+        })
+        .collect();
+    json!({
+        "backend": "redis",
+        "epoch": redis.epoch,
+        "revision": redis.revision,
+        "replica": redis.replica,
+        "fenced": redis.fenced,
+        "replicas": replicas,
+    })
+}
+
 /// `GET /admin/v1/whoami`: who the key is and the token lifetimes it may choose from,
 /// so a client (the admin page) can bound "expires in" and disable what it may not do.
 pub fn whoami(key: &AdminKey, tokens: &Tokens) -> Value {
@@ -84,7 +104,7 @@ pub fn whoami(key: &AdminKey, tokens: &Tokens) -> Value {
 }
 
 /// `PUT …/settings` body: exactly `{"require_authentication": bool}`.
-pub async fn parse_settings(body: Incoming) -> Result<bool, GatewayError> {
+pub async fn parse_settings<B: RequestBody>(body: B) -> Result<bool, GatewayError> {
     let mut object = read_object(body, false).await?;
     let require = match object.remove("require_authentication") {
         Some(Value::Bool(b)) => b,
@@ -96,7 +116,10 @@ pub async fn parse_settings(body: Incoming) -> Result<bool, GatewayError> {
 }
 
 /// `POST …/token` body: optional `{"expires_in": seconds}`; never clamped.
-pub async fn parse_expires_in(body: Incoming, tokens: &Tokens) -> Result<u64, GatewayError> {
+pub async fn parse_expires_in<B: RequestBody>(
+    body: B,
+    tokens: &Tokens,
+) -> Result<u64, GatewayError> {
     let mut object = read_object(body, true).await?;
     let max = tokens.max_ttl.as_secs();
     let expires_in = match object.remove("expires_in") {
@@ -156,7 +179,7 @@ pub async fn generate(
         "token_type": "Bearer",
         "id": record.digest.id(),
         "expires_in": expires_in,
-        "expires_at": rfc3339(record.expires_at_ms),
+        "expires_at": rfc3339(from_unix_ms(record.expires_at_ms)),
         "revision": after.revision,
     });
     if let Some(acks) = acks {
@@ -179,46 +202,10 @@ pub async fn apply(
 ) -> Result<(TenantState, Option<Vec<ReplicaAck>>), GatewayError> {
     let tenant = cmd.tenant().to_string();
     let action = cmd.action();
-    let (old, new) = state.apply(cmd, if_match).await.map_err(|e| {
-        match &e {
-            StoreError::Conflict { .. } => {
-                tracing::info!(error = %e, %tenant, action, "state change refused")
-            }
-            // It did change: the audit log must say so, though the caller gets a 503.
-            StoreError::NotReplicated {
-                revision,
-                wanted,
-                confirmed,
-            } => tracing::warn!(
-                target: "audit",
-                actor,
-                tenant = %tenant,
-                action,
-                revision,
-                redis_replicas_wanted = wanted,
-                redis_replicas_confirmed = confirmed,
-                "admin change applied on the Redis primary, not confirmed by its replicas"
-            ),
-            _ => tracing::error!(error = %e, %tenant, action, "state change failed"),
-        }
-        match e {
-            StoreError::Conflict { current } => GatewayError::Conflict { current },
-            StoreError::NotInitialised => GatewayError::StateNotInitialised,
-            StoreError::Uncertain(_) => GatewayError::StateUncertain,
-            StoreError::NotReplicated {
-                revision,
-                wanted,
-                confirmed,
-            } => GatewayError::StateNotReplicated {
-                revision,
-                wanted,
-                confirmed,
-            },
-            StoreError::Unavailable(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
-                GatewayError::StateUnavailable
-            }
-        }
-    })?;
+    let (old, new) = state
+        .apply(cmd, if_match)
+        .await
+        .map_err(|e| refused(e, actor, &tenant, action))?;
     let fingerprint = |t: &TenantState| t.token.as_ref().map(|t| t.digest.fingerprint());
     let after = new.tenant;
     if let Some(replicas) = &new.replicas {
@@ -239,6 +226,53 @@ pub async fn apply(
         "admin change"
     );
     Ok((after, new.replicas))
+}
+
+/// Logs a change the store refused or could not confirm, and what the caller is told.
+fn refused(e: StoreError, actor: &str, tenant: &str, action: &str) -> GatewayError {
+    match &e {
+        StoreError::Conflict { .. } => {
+            tracing::info!(error = %e, %tenant, action, "state change refused")
+        }
+        // It did change: the audit log must say so, though the caller gets a 503.
+        StoreError::NotReplicated {
+            revision,
+            wanted,
+            confirmed,
+        } => tracing::warn!(
+            target: "audit",
+            actor,
+            tenant = %tenant,
+            action,
+            revision,
+            redis_replicas_wanted = wanted,
+            redis_replicas_confirmed = confirmed,
+            "admin change applied on the Redis primary, not confirmed by its replicas"
+        ),
+        _ => tracing::error!(error = %e, %tenant, action, "state change failed"),
+    }
+    gateway_error(e)
+}
+
+/// The response to a store error.
+fn gateway_error(e: StoreError) -> GatewayError {
+    match e {
+        StoreError::Conflict { current } => GatewayError::Conflict { current },
+        StoreError::NotInitialised => GatewayError::StateNotInitialised,
+        StoreError::Uncertain(_) => GatewayError::StateUncertain,
+        StoreError::NotReplicated {
+            revision,
+            wanted,
+            confirmed,
+        } => GatewayError::StateNotReplicated {
+            revision,
+            wanted,
+            confirmed,
+        },
+        StoreError::Unavailable(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
+            GatewayError::StateUnavailable
+        }
+    }
 }
 
 /// The `replicas` field of a change's answer (Redis store only).
@@ -277,7 +311,10 @@ pub fn if_match(headers: &http::HeaderMap) -> Result<Option<u64>, GatewayError> 
     text.parse().map(Some).map_err(|_| bad())
 }
 
-async fn read_object(body: Incoming, empty_ok: bool) -> Result<Map<String, Value>, GatewayError> {
+async fn read_object<B: RequestBody>(
+    body: B,
+    empty_ok: bool,
+) -> Result<Map<String, Value>, GatewayError> {
     let bytes = Limited::new(body, MAX_ADMIN_BODY)
         .collect()
         .await
@@ -315,57 +352,5 @@ fn invalid(field: &'static str, message: &str) -> GatewayError {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn rfc3339(ms: u64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
-/// RFC 3339 with milliseconds (lease deadlines, where a second is most of a lease).
-pub fn rfc3339_ms(ms: u64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(time).to_string()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenant_names_are_url_safe() {
-        assert_eq!(tenant_name("acme-1", false).unwrap(), "acme-1");
-        assert_eq!(tenant_name("ACME", true).unwrap(), "acme");
-        for bad in ["", ".", "..", "a/b", "a%2Fb", "a b", "é", &"a".repeat(129)] {
-            assert!(tenant_name(bad, false).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn the_document_shows_public_token_facts_only() {
-        let t = TenantState {
-            require_authentication: true,
-            token: Some(TokenRecord {
-                digest: crate::auth::token::Digest([9; 32]),
-                created_at_ms: 0,
-                expires_at_ms: 86_400_000,
-            }),
-            revision: 4,
-        };
-        let doc = document("acme", &t);
-        assert_eq!(doc["token"]["expires_at"], "1970-01-02T00:00:00Z");
-        assert_eq!(doc["revision"], 4);
-        assert!(
-            !doc.to_string().contains(&"09".repeat(32)),
-            "no full digest"
-        );
-        assert_eq!(
-            document("new", &TenantState::default())["token"],
-            Value::Null
-        );
-    }
-}
+mod tests;

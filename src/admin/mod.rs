@@ -16,18 +16,23 @@
 //!
 //! Every response carries the browser security headers of [`ui::secure`].
 //!
-//! Order of checks: route (404), method (405), admin key (401), role (403), then the
-//! body (400) — the key is checked before the body is read.
+//! A request flows: [`Admin::serve`] → the route table ([`routes`]: 404 for an unknown
+//! path, 405 with `Allow` for a method the path does not answer) → one function per
+//! endpoint ([`endpoints`]), which checks the admin key (401) and its role (403) before
+//! it reads the body (400); [`api`] holds the documents, body parsing and state changes
+//! they share. The router is generic over the request body, so the order of checks is
+//! tested in process (`tests.rs`).
 
 pub mod api;
+mod endpoints;
 mod reload;
+mod routes;
 pub mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -35,9 +40,18 @@ use crate::auth::bearer::{self, Credentials};
 use crate::auth::token::Digest;
 use crate::body::Body;
 use crate::config::{AdminKey, Config, Role, Tokens};
-use crate::error::{json_response, GatewayError};
+use crate::error::GatewayError;
 use crate::server::{Handler, Peer};
-use crate::state::{Command, StateHandle};
+use crate::state::StateHandle;
+use routes::{Endpoint, Entry};
+
+/// What a request body must be for the admin API to read it: any `http_body::Body`
+/// (hyper's `Incoming` on the listener, `http_body_util::Full` in tests).
+pub trait RequestBody: http_body::Body<Error: Into<BoxError>> {}
+
+impl<B: http_body::Body<Error: Into<BoxError>>> RequestBody for B {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Readiness, shared between the listeners and the shutdown sequence.
 #[derive(Debug, Default)]
@@ -55,61 +69,24 @@ impl Readiness {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Health,
-    Ready,
-    Metrics,
-    Tenants,
-    Tenant,
-    Settings,
-    Token,
-    WhoAmI,
-    Ui,
-    UiRedirect,
-    ReloadTls,
-    Cluster,
-}
-
-impl Route {
-    fn allowed(self) -> &'static [Method] {
-        match self {
-            Route::Health
-            | Route::Ready
-            | Route::Metrics
-            | Route::Tenants
-            | Route::Tenant
-            | Route::WhoAmI
-            | Route::Cluster
-            | Route::Ui
-            | Route::UiRedirect => &[Method::GET, Method::HEAD],
-            Route::Settings => &[Method::PUT],
-            Route::Token => &[Method::POST, Method::DELETE],
-            Route::ReloadTls => &[Method::POST],
-        }
-    }
-
-    fn allow_header(self) -> &'static str {
-        match self {
-            Route::Settings => "PUT",
-            Route::Token => "POST, DELETE",
-            Route::ReloadTls => "POST",
-            _ => "GET, HEAD",
-        }
-    }
-}
-
 /// The admin listener's handler.
 #[derive(Debug)]
 pub struct Admin {
-    router: matchit::Router<Route>,
+    router: matchit::Router<Entry>,
     readiness: Arc<Readiness>,
     metrics: PrometheusHandle,
     state: Arc<StateHandle>,
     keys: Vec<AdminKey>,
     tokens: Tokens,
-    case_insensitive: bool,
+    /// The TLS listeners `POST /admin/v1/reload-tls` reloads and `/metrics` reports on.
     tls: Arc<crate::tls::Acceptors>,
+}
+
+/// The route parameters a matched path carries (empty where the route has none).
+#[derive(Debug, Default)]
+struct Params {
+    tenant: String,
+    asset: String,
 }
 
 impl Admin {
@@ -118,157 +95,84 @@ impl Admin {
         state: Arc<StateHandle>,
         readiness: Arc<Readiness>,
         metrics: PrometheusHandle,
+        tls: Arc<crate::tls::Acceptors>,
     ) -> Admin {
-        let mut router = matchit::Router::new();
-        for (path, route) in [
-            ("/healthz", Route::Health),
-            ("/readyz", Route::Ready),
-            ("/metrics", Route::Metrics),
-            ("/admin/v1/tenants", Route::Tenants),
-            ("/admin/v1/tenants/{tenant}", Route::Tenant),
-            ("/admin/v1/tenants/{tenant}/settings", Route::Settings),
-            ("/admin/v1/tenants/{tenant}/token", Route::Token),
-            ("/admin/v1/whoami", Route::WhoAmI),
-            ("/admin/v1/cluster", Route::Cluster),
-            ("/admin/v1/reload-tls", Route::ReloadTls),
-            ("/admin", Route::UiRedirect),
-            ("/admin/", Route::UiRedirect),
-            ("/admin/ui", Route::UiRedirect),
-            ("/admin/ui/", Route::Ui),
-            ("/admin/ui/{*asset}", Route::Ui),
-        ] {
-            router
-                .insert(path, route)
-                .expect("admin routes are distinct");
-        }
         Admin {
-            router,
+            router: routes::router(),
             readiness,
             metrics,
             state,
             keys: config.admin.keys.clone(),
             tokens: config.tokens.clone(),
-            case_insensitive: config.case_insensitive_paths,
-            tls: Arc::default(),
+            tls,
         }
     }
 
-    /// The TLS listeners `POST /admin/v1/reload-tls` reloads and `/metrics` reports on.
-    pub fn with_tls(mut self, tls: Arc<crate::tls::Acceptors>) -> Admin {
-        self.tls = tls;
-        self
+    /// Answers one admin request, whatever its body type.
+    pub async fn serve<B: RequestBody>(&self, req: Request<B>) -> Response<Body> {
+        let mut response = match self.route(req).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        };
+        ui::secure(response.headers_mut());
+        response
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-        let path = req.uri().path().to_string();
-        let matched = self.router.at(&path).map_err(|_| GatewayError::NotFound)?;
-        let route = *matched.value;
-        if !route.allowed().contains(req.method()) {
-            return Err(GatewayError::MethodNotAllowed);
-        }
-        let tenant = matched.params.get("tenant").map(str::to_string);
-        let asset = matched.params.get("asset").unwrap_or_default().to_string();
-        match route {
-            Route::Health => Ok(status_json(StatusCode::OK, r#"{"status":"ok"}"#)),
-            Route::Ready if self.state.fenced() => Ok(status_json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"status":"fenced"}"#,
-            )),
-            Route::Ready if self.readiness.is_ready() => {
-                Ok(status_json(StatusCode::OK, r#"{"status":"ready"}"#))
-            }
-            Route::Ready => Ok(status_json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"status":"draining"}"#,
-            )),
-            Route::Metrics => {
-                let snapshot = self.state.snapshot();
-                let expiries = snapshot.state.tenants.iter();
-                let expiries = expiries
-                    .map(|(name, t)| (name.as_str(), t.token.as_ref().map(|t| t.expires_at_ms)));
-                crate::metrics::token_expiry(expiries, api::now_ms());
-                self.tls.record_expiry(std::time::SystemTime::now());
-                let mut response = Response::new(Body::full(self.metrics.render()));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                Ok(response)
-            }
-            Route::ReloadTls => {
-                let actor = self.authorize(&req, Role::Approver)?;
-                reload::reload_tls(&self.tls, &actor)
-            }
-            Route::WhoAmI => {
-                let key = self.authorize_key(&req, Role::Viewer)?;
-                Ok(ok_json(&api::whoami(key, &self.tokens)))
-            }
-            Route::Ui => ui::asset(&asset).ok_or(GatewayError::NotFound),
-            Route::UiRedirect => Ok(ui::redirect()),
-            Route::Cluster => {
-                self.authorize(&req, Role::Viewer)?;
-                let status = self.state.cluster().await.map_err(|e| {
-                    tracing::warn!(error = %e, "cluster status unavailable");
-                    GatewayError::StateUnavailable
-                })?;
-                Ok(ok_json(&status))
-            }
-            Route::Tenants => {
-                self.authorize(&req, Role::Viewer)?;
-                Ok(ok_json(&api::list(&self.state.snapshot().state)))
-            }
-            Route::Tenant => {
-                self.authorize(&req, Role::Viewer)?;
-                let tenant = api::tenant_name(&tenant.unwrap_or_default(), self.case_insensitive)?;
-                let doc = api::document(&tenant, &self.state.snapshot().state.tenant(&tenant));
-                Ok(ok_json(&doc))
-            }
-            Route::Settings => {
-                let actor = self.authorize(&req, Role::Approver)?;
-                let tenant = api::tenant_name(&tenant.unwrap_or_default(), self.case_insensitive)?;
-                let if_match = api::if_match(req.headers())?;
-                let require = api::parse_settings(req.into_body()).await?;
-                let cmd = Command::SetRequireAuthentication {
-                    tenant: tenant.clone(),
-                    require,
-                };
-                let (after, acks) = api::apply(&self.state, &actor, cmd, if_match).await?;
-                let mut doc = api::document(&tenant, &after);
-                if let Some(acks) = acks {
-                    doc["replicas"] = api::replicas(&acks);
-                }
-                Ok(ok_json(&doc))
-            }
-            Route::Token => {
-                let actor = self.authorize(&req, Role::Approver)?;
-                let tenant = api::tenant_name(&tenant.unwrap_or_default(), self.case_insensitive)?;
-                let if_match = api::if_match(req.headers())?;
-                if req.method() == Method::DELETE {
-                    let cmd = Command::RevokeToken { tenant };
-                    api::apply(&self.state, &actor, cmd, if_match).await?;
-                    let mut response = Response::new(Body::empty());
-                    *response.status_mut() = StatusCode::NO_CONTENT;
-                    return Ok(response);
-                }
-                let expires_in = api::parse_expires_in(req.into_body(), &self.tokens).await?;
-                api::generate(&self.state, &actor, tenant, expires_in, if_match).await
-            }
+    /// 404 for an unknown path, 405 (with `Allow`) for a method it does not answer, else
+    /// the endpoint's answer.
+    async fn route<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>, GatewayError> {
+        let matched = self
+            .router
+            .at(req.uri().path())
+            .map_err(|_| GatewayError::NotFound)?;
+        let Some(endpoint) = matched.value.endpoint(req.method()) else {
+            let mut response = GatewayError::MethodNotAllowed.into_response();
+            let allow = matched.value.allow().clone();
+            response.headers_mut().insert(header::ALLOW, allow);
+            return Ok(response);
+        };
+        let param = |name| matched.params.get(name).unwrap_or_default().to_string();
+        let params = Params {
+            tenant: param("tenant"),
+            asset: param("asset"),
+        };
+        self.dispatch(endpoint, params, req).await
+    }
+
+    async fn dispatch<B: RequestBody>(
+        &self,
+        endpoint: Endpoint,
+        params: Params,
+        req: Request<B>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let headers = req.headers();
+        match endpoint {
+            Endpoint::Health => Ok(self.health()),
+            Endpoint::Ready => Ok(self.ready()),
+            Endpoint::Metrics => Ok(self.metrics()),
+            Endpoint::Tenants => self.tenants(headers),
+            Endpoint::Tenant => self.tenant(headers, &params.tenant),
+            Endpoint::Settings => self.settings(req, &params.tenant).await,
+            Endpoint::GenerateToken => self.generate_token(req, &params.tenant).await,
+            Endpoint::RevokeToken => self.revoke_token(headers, &params.tenant).await,
+            Endpoint::WhoAmI => self.whoami(headers),
+            Endpoint::Cluster => self.cluster(headers).await,
+            Endpoint::ReloadTls => self.reload_tls(headers),
+            Endpoint::UiAsset => ui::asset(&params.asset).ok_or(GatewayError::NotFound),
+            Endpoint::UiRedirect => Ok(ui::redirect()),
         }
     }
 
     /// The name of the admin key presented, if it holds `role` (approvers hold viewer).
-    /// Every configured key is compared, in constant time, whatever matches.
-    fn authorize(&self, req: &Request<Incoming>, role: Role) -> Result<String, GatewayError> {
-        self.authorize_key(req, role).map(|key| key.name.clone())
+    fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<String, GatewayError> {
+        self.authorize_key(headers, role)
+            .map(|key| key.name.clone())
     }
 
-    /// The admin key presented, if it holds `role`.
-    fn authorize_key(
-        &self,
-        req: &Request<Incoming>,
-        role: Role,
-    ) -> Result<&AdminKey, GatewayError> {
-        let Credentials::Bearer(key) = bearer::parse(req.headers()) else {
+    /// The admin key presented, if it holds `role`. Every configured key is compared,
+    /// in constant time, whatever matches.
+    fn authorize_key(&self, headers: &HeaderMap, role: Role) -> Result<&AdminKey, GatewayError> {
+        let Credentials::Bearer(key) = bearer::parse(headers) else {
             return Err(GatewayError::AdminUnauthenticated);
         };
         let digest = Digest::of(key);
@@ -289,31 +193,11 @@ impl Admin {
     }
 }
 
-fn status_json(status: StatusCode, body: &'static str) -> Response<Body> {
-    json_response(status, Bytes::from_static(body.as_bytes()))
-}
-
-fn ok_json(value: &serde_json::Value) -> Response<Body> {
-    json_response(StatusCode::OK, Bytes::from(value.to_string()))
-}
-
 impl Handler for Admin {
     async fn handle(&self, req: Request<Incoming>, _peer: &Peer) -> Response<Body> {
-        let allow = self
-            .router
-            .at(req.uri().path())
-            .ok()
-            .map(|m| m.value.allow_header());
-        let mut response = match self.route(req).await {
-            Ok(response) => response,
-            Err(e) => e.into_response(),
-        };
-        if let (StatusCode::METHOD_NOT_ALLOWED, Some(allow)) = (response.status(), allow) {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
-        ui::secure(response.headers_mut());
-        response
+        self.serve(req).await
     }
 }
+
+#[cfg(test)]
+mod tests;

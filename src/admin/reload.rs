@@ -11,7 +11,8 @@ use serde_json::json;
 
 use crate::body::Body;
 use crate::error::{json_response, GatewayError};
-use crate::tls::{rfc3339, Acceptors};
+use crate::time::rfc3339;
+use crate::tls::Acceptors;
 
 pub(super) fn reload_tls(tls: &Acceptors, actor: &str) -> Result<Response<Body>, GatewayError> {
     let outcomes = tls.reload(&format!("admin API ({actor})"));

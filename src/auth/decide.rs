@@ -240,9 +240,12 @@ fn tenant<'a>(
     }
 }
 
-/// `raw` in lower case if it is a valid tenant name: 1–128 of `A–Z a–z 0–9 - . _ ~`.
+/// `raw` in lower case if it is a valid tenant name: 1–128 of `A–Z a–z 0–9 - . _ ~`,
+/// and not a dot segment.
 pub fn tenant_name(raw: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let valid = (1..=128).contains(&raw.len())
+        && raw != "."
+        && raw != ".."
         && raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));

@@ -5,9 +5,18 @@
 //! (`state::redis`) moves the instant forward after each successful renewal and back to
 //! zero when it learns it is stale; the request path only compares it with a clock
 //! read: one atomic load, no lock, no I/O.
+//!
+//! The fence also keeps the `authgate_state_fenced` gauge: every opening and closing
+//! sets it, and as a lease runs out with no event, the lease protocol calls
+//! [`Fence::report`] wherever it may have (a failed renewal, a lost session). Reading
+//! the fence on the request path never touches the gauge.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use metrics::gauge;
+
+use crate::metrics::STATE_FENCED;
 
 /// "Serve protected routes until" as milliseconds on a process-local monotonic clock.
 #[derive(Debug)]
@@ -47,12 +56,24 @@ impl Fence {
     pub fn open_until(&self, sent: Instant, valid: Duration) {
         let until = self.ms(sent + valid);
         self.until_ms.store(until, Ordering::Release);
+        self.report();
     }
 
     /// Refuse protected routes from now on (until the next renewal).
     pub fn close(&self) {
         self.until_ms.store(0, Ordering::Release);
+        set_gauge(true);
     }
+
+    /// Sets the gauge to whether the fence is closed now (a lease that ran out by
+    /// itself closed it without a call).
+    pub fn report(&self) {
+        set_gauge(self.is_fenced());
+    }
+}
+
+fn set_gauge(fenced: bool) {
+    gauge!(STATE_FENCED).set(if fenced { 1.0 } else { 0.0 });
 }
 
 #[cfg(test)]
@@ -75,5 +96,24 @@ mod tests {
             fence.is_fenced(),
             "a lease that already ran out does not open it"
         );
+    }
+
+    #[test]
+    fn the_gauge_follows_every_opening_and_closing() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let gauge = |step: &dyn Fn()| {
+            metrics::with_local_recorder(&recorder, step);
+            let text = handle.render();
+            let line = text.lines().find(|l| l.starts_with(STATE_FENCED));
+            line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let fence = Fence::new();
+        assert_eq!(gauge(&|| fence.report()), Some(1.0), "closed at first");
+        let open = || fence.open_until(Instant::now(), Duration::from_secs(60));
+        assert_eq!(gauge(&open), Some(0.0));
+        assert_eq!(gauge(&|| fence.close()), Some(1.0));
+        let ran_out = || fence.open_until(Instant::now() - Duration::from_secs(2), Duration::ZERO);
+        assert_eq!(gauge(&ran_out), Some(1.0), "a lease already over");
     }
 }

@@ -143,6 +143,15 @@ pub struct ReplicaAck {
     pub acknowledged: bool,
 }
 
+/// What a store reports about the deployment behind it (`GET /admin/v1/cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterStatus {
+    /// One process and its state file: nothing shared.
+    File,
+    /// Replicas sharing the state in Redis.
+    Redis(redis::RedisStatus),
+}
+
 /// Why the state could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -197,8 +206,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// `GET /admin/v1/cluster`.
-    fn cluster(&self) -> BoxFuture<'_, Result<serde_json::Value, StoreError>> {
-        Box::pin(async { Ok(serde_json::json!({ "backend": "file" })) })
+    fn cluster(&self) -> BoxFuture<'_, Result<ClusterStatus, StoreError>> {
+        Box::pin(async { Ok(ClusterStatus::File) })
     }
 
     /// Starts the store's background work (Redis: the replica loop), which publishes
@@ -230,18 +239,25 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The request path's view of `state`. Tenants are keyed in lower case, as the proxy
+    /// compares them; should a state written by an older authgate hold two spellings of
+    /// one name, the one requiring authentication wins (fail closed).
     pub fn new(state: State) -> Snapshot {
-        let tenants = state
-            .tenants
-            .iter()
-            .map(|(name, tenant)| {
-                let entry = SnapshotTenant {
-                    state: tenant.clone(),
-                    counters: TenantCounters::new(name),
-                };
-                (name.clone(), entry)
-            })
-            .collect();
+        let mut tenants: HashMap<String, SnapshotTenant> = HashMap::new();
+        for (name, tenant) in &state.tenants {
+            let key = name.to_ascii_lowercase();
+            if tenants
+                .get(&key)
+                .is_some_and(|kept| kept.state.require_authentication)
+            {
+                continue;
+            }
+            let entry = SnapshotTenant {
+                state: tenant.clone(),
+                counters: TenantCounters::new(&key),
+            };
+            tenants.insert(key, entry);
+        }
         Snapshot { state, tenants }
     }
 }
@@ -319,7 +335,7 @@ impl StateHandle {
     }
 
     /// `GET /admin/v1/cluster`.
-    pub async fn cluster(&self) -> Result<serde_json::Value, StoreError> {
+    pub async fn cluster(&self) -> Result<ClusterStatus, StoreError> {
         self.store.cluster().await
     }
 }

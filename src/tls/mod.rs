@@ -94,9 +94,7 @@ pub enum TlsError {
 }
 
 /// `2026-01-31T12:00:00Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use crate::time::rfc3339;
 
 #[cfg(test)]
 pub(crate) mod testing;

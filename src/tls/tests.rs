@@ -1,4 +1,3 @@
-use std::io;
 use std::time::SystemTime;
 
 use super::files::{self, Standing};

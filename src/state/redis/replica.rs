@@ -12,10 +12,11 @@
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use ::redis::{ScriptInvocation, Value};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{int, tenant, text, Reply};
+use super::scripts::{Log, RenewReply, Snapshot};
 use super::Inner;
 use crate::state::{State, StateHandle, StoreError};
 
@@ -52,13 +53,13 @@ pub(super) async fn run(inner: Arc<Inner>, handle: Weak<StateHandle>, shutdown: 
         state: State::default(),
         heard: 0,
     };
-    crate::metrics::fenced(true);
+    inner.fence.report();
     loop {
         match session(&inner, &handle, &mut local, &shutdown).await {
             End::Shutdown => break,
             End::Retry(why) => {
                 tracing::warn!(replica = %inner.settings.replica, "state sync: {why}; retrying");
-                crate::metrics::fenced(inner.fence.is_fenced());
+                inner.fence.report();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(inner.settings.heartbeat) => {}
@@ -68,7 +69,6 @@ pub(super) async fn run(inner: Arc<Inner>, handle: Weak<StateHandle>, shutdown: 
     }
     // Leaving: stop serving protected routes first, then tell writers not to wait for us.
     inner.fence.close();
-    crate::metrics::fenced(true);
     let mut leave = ::redis::pipe();
     leave
         .cmd("ZREM")
@@ -80,7 +80,7 @@ pub(super) async fn run(inner: Arc<Inner>, handle: Weak<StateHandle>, shutdown: 
     if let Ok(mut conn) = inner.replica.get().await {
         let _ = tokio::time::timeout(
             inner.settings.heartbeat,
-            leave.query_async::<::redis::Value>(&mut conn),
+            leave.query_async::<Value>(&mut conn),
         )
         .await;
     }
@@ -140,35 +140,10 @@ async fn session(
 /// Loads the whole state and publishes it.
 async fn resync(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> Result<(), End> {
     crate::metrics::resync();
-    let keys = &inner.keys;
-    let mut invocation = inner.scripts.snapshot.prepare_invoke();
-    invocation
-        .key(&keys.epoch)
-        .key(&keys.rev)
-        .key(&keys.tenants)
-        .arg(&keys.tenant_prefix);
-    let reply = call(inner, &invocation).await?;
-    if reply.tag() == "noepoch" {
+    let snapshot = inner.scripts.snapshot(&inner.keys);
+    let Some(Snapshot { epoch, state }) = call(inner, &snapshot, Snapshot::decode).await? else {
         return Err(no_epoch(inner));
-    }
-    let epoch = text(reply.get(1)).map_err(retry)?;
-    let mut state = State {
-        revision: int(reply.get(2)).map_err(retry)?,
-        ..State::default()
     };
-    for t in reply.rest(3).chunks(6) {
-        let field = |i: usize| text(t.get(i));
-        let revision = int(t.get(5)).map_err(retry)?;
-        let tenant = tenant(
-            &field(1).map_err(retry)?,
-            &field(2).map_err(retry)?,
-            &field(3).map_err(retry)?,
-            &field(4).map_err(retry)?,
-            revision,
-        )
-        .map_err(retry)?;
-        state.tenants.insert(field(0).map_err(retry)?, tenant);
-    }
     let handle = handle.upgrade().ok_or(End::Shutdown)?;
     if local.epoch.as_deref() != Some(epoch.as_str()) || state.revision < local.state.revision {
         if local.epoch.is_some() {
@@ -189,20 +164,16 @@ async fn resync(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) ->
 
 /// Applies the log entries after the local revision, in order; a gap means a resync.
 async fn catch_up(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> Result<(), End> {
-    let keys = &inner.keys;
     let from = local.state.revision + 1;
-    let mut invocation = inner.scripts.catchup.prepare_invoke();
-    invocation
-        .key(&keys.epoch)
-        .key(&keys.rev)
-        .key(&keys.log)
-        .arg(from);
-    let reply = call(inner, &invocation).await?;
-    if reply.tag() == "noepoch" {
+    let read = inner.scripts.catchup(&inner.keys, from);
+    let Some(Log {
+        epoch,
+        current,
+        entries,
+    }) = call(inner, &read, Log::decode).await?
+    else {
         return Err(no_epoch(inner));
-    }
-    let epoch = text(reply.get(1)).map_err(retry)?;
-    let current = int(reply.get(2)).map_err(retry)?;
+    };
     if local.epoch.as_deref() != Some(epoch.as_str()) || current < local.state.revision {
         inner.fence.close();
         return resync(inner, handle, local).await;
@@ -212,26 +183,12 @@ async fn catch_up(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) 
         return Ok(());
     }
     let mut next = local.state.clone();
-    for entry in reply.rest(3).chunks(6) {
-        let id = text(entry.first()).map_err(retry)?;
-        let rev: u64 = id
-            .strip_suffix("-0")
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0);
-        if rev != next.revision + 1 {
+    for entry in entries {
+        if entry.revision != next.revision + 1 {
             break;
         }
-        let field = |i: usize| text(entry.get(i));
-        let tenant = tenant(
-            &field(2).map_err(retry)?,
-            &field(3).map_err(retry)?,
-            &field(4).map_err(retry)?,
-            &field(5).map_err(retry)?,
-            rev,
-        )
-        .map_err(retry)?;
-        next.tenants.insert(field(1).map_err(retry)?, tenant);
-        next.revision = rev;
+        next.tenants.insert(entry.tenant, entry.state);
+        next.revision = entry.revision;
     }
     if next.revision != current {
         // The log no longer holds every revision we missed (trimmed, or more than one
@@ -253,79 +210,68 @@ async fn catch_up(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) 
 /// behind catches up once and tries again.
 async fn renew(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> Result<(), End> {
     for attempt in 0..2 {
-        let keys = &inner.keys;
-        let mut invocation = inner.scripts.renew.prepare_invoke();
-        invocation
-            .key(&keys.epoch)
-            .key(&keys.rev)
-            .key(&keys.leases)
-            .key(&keys.acks)
-            .arg(&inner.settings.replica)
-            .arg(local.epoch.as_deref().unwrap_or(""))
-            .arg(local.state.revision)
-            .arg(inner.settings.lease.as_millis() as u64)
-            .arg(&keys.acked);
+        let invocation = inner.scripts.renew(
+            &inner.keys,
+            &inner.settings.replica,
+            local.epoch.as_deref().unwrap_or(""),
+            local.state.revision,
+            inner.settings.lease,
+        );
         let sent = Instant::now();
-        let reply = match inner.replica.run(&invocation).await.and_then(Reply::parse) {
+        let reply = inner.replica.run(&invocation).await;
+        let reply = match reply.and_then(RenewReply::decode) {
             Ok(reply) => reply,
             Err(e) => {
                 // The lease runs out by itself; nothing to undo.
                 crate::metrics::renewal(false);
-                crate::metrics::fenced(inner.fence.is_fenced());
+                inner.fence.report();
                 tracing::debug!(error = %e, "lease renewal failed");
                 return Ok(());
             }
         };
-        match reply.tag() {
-            "ok" => {
-                if let Ok(current) = int(reply.get(2)) {
-                    local.heard_of(current);
-                }
+        crate::metrics::renewal(matches!(reply, RenewReply::Renewed { .. }));
+        match reply {
+            RenewReply::Renewed { current } => {
+                local.heard_of(current);
                 // Serve until the lease Redis recorded, minus one heartbeat of margin:
                 // `sent` is before Redis read its clock, so this ends earlier still.
                 let margin = inner.settings.heartbeat;
                 inner
                     .fence
                     .open_until(sent, inner.settings.lease.saturating_sub(margin));
-                crate::metrics::renewal(true);
-                crate::metrics::fenced(false);
                 return Ok(());
             }
-            "behind" if attempt == 0 => {
-                crate::metrics::renewal(false);
-                if let Ok(current) = int(reply.get(1)) {
-                    local.heard_of(current);
+            RenewReply::Behind { current } => {
+                local.heard_of(current);
+                if attempt > 0 {
+                    return Ok(());
                 }
                 catch_up(inner, handle, local).await?;
             }
-            "behind" => {
-                crate::metrics::renewal(false);
-                if let Ok(current) = int(reply.get(1)) {
-                    local.heard_of(current);
-                }
-                return Ok(());
-            }
-            "epoch" => {
-                crate::metrics::renewal(false);
+            RenewReply::OtherEpoch { epoch } => {
                 inner.fence.close();
-                crate::metrics::fenced(true);
-                return Err(End::Retry("the epoch changed".into()));
+                return Err(End::Retry(format!(
+                    "the epoch changed (Redis is on {epoch})"
+                )));
             }
-            _ => {
-                crate::metrics::renewal(false);
-                return Err(no_epoch(inner));
-            }
+            RenewReply::NoEpoch => return Err(no_epoch(inner)),
         }
     }
     Ok(())
 }
 
-async fn call(inner: &Inner, invocation: &::redis::ScriptInvocation<'_>) -> Result<Reply, End> {
+/// Runs one of the replica's scripts and decodes its reply; any failure restarts the
+/// session.
+async fn call<T>(
+    inner: &Inner,
+    invocation: &ScriptInvocation<'_>,
+    decode: fn(Value) -> Result<T, StoreError>,
+) -> Result<T, End> {
     inner
         .replica
         .run(invocation)
         .await
-        .and_then(Reply::parse)
+        .and_then(decode)
         .map_err(retry)
 }
 
@@ -337,6 +283,5 @@ fn retry(e: StoreError) -> End {
 /// operator runs `authgate cluster init`, never fall back to "authentication off".
 fn no_epoch(inner: &Inner) -> End {
     inner.fence.close();
-    crate::metrics::fenced(true);
     End::Retry("Redis holds no epoch (empty or never initialised); protected routes refuse until `authgate cluster init`".into())
 }

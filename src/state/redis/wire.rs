@@ -1,4 +1,5 @@
-//! Decoding the Lua scripts' replies (flat arrays of strings and integers).
+//! Reading the Lua scripts' replies: flat arrays of strings and integers, decoded field
+//! by field (each script's own reply type is in [`super::scripts`]).
 
 use ::redis::Value;
 
@@ -9,35 +10,72 @@ fn bad(what: &str) -> StoreError {
     StoreError::Unavailable(format!("unexpected reply from Redis: {what}"))
 }
 
-/// A script's array reply.
+/// A script's array reply, read front to back: each typed reply in [`super::scripts`]
+/// takes its fields in the order the script's header documents.
 #[derive(Debug)]
-pub struct Reply(pub Vec<Value>);
+pub struct Fields {
+    items: Vec<Value>,
+    next: usize,
+}
 
-impl Reply {
-    pub fn parse(value: Value) -> Result<Reply, StoreError> {
+impl Fields {
+    pub fn of(value: Value) -> Result<Fields, StoreError> {
         match value {
-            Value::Array(items) | Value::Set(items) => Ok(Reply(items)),
+            Value::Array(items) | Value::Set(items) => Ok(Fields { items, next: 0 }),
             Value::ServerError(e) => Err(StoreError::Unavailable(format!("{e:?}"))),
             other => Err(bad(&format!("{other:?}"))),
         }
     }
 
-    pub fn get(&self, i: usize) -> Option<&Value> {
-        self.0.get(i)
+    fn take(&mut self) -> Option<&Value> {
+        let at = self.next;
+        self.next += 1;
+        self.items.get(at)
     }
 
-    /// The first element, naming the outcome (`ok`, `noepoch`, …).
-    pub fn tag(&self) -> &str {
-        match self.0.first() {
-            Some(Value::BulkString(b)) => std::str::from_utf8(b).unwrap_or(""),
-            Some(Value::SimpleString(s)) => s,
-            _ => "",
+    pub fn text(&mut self) -> Result<String, StoreError> {
+        text(self.take())
+    }
+
+    pub fn int(&mut self) -> Result<u64, StoreError> {
+        int(self.take())
+    }
+
+    pub fn pairs(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        pairs(self.take())
+    }
+
+    /// A tenant's stored fields `require, sha256, created_ms, expires_ms`, as of `revision`.
+    pub fn tenant(&mut self, revision: u64) -> Result<TenantState, StoreError> {
+        let require = self.text()?;
+        let sha256 = self.text()?;
+        let created_ms = self.text()?;
+        let expires_ms = self.text()?;
+        tenant(&require, &sha256, &created_ms, &expires_ms, revision)
+    }
+
+    /// Whether every field has been read.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.items.len()
+    }
+
+    /// The end of a reply of fixed length: fields left over mean the script and its
+    /// decoder disagree.
+    pub fn done(self) -> Result<(), StoreError> {
+        if self.is_done() {
+            Ok(())
+        } else {
+            Err(bad(&format!(
+                "{} fields where {} were expected",
+                self.items.len(),
+                self.next
+            )))
         }
     }
 
-    /// Elements from `from` on.
-    pub fn rest(&self, from: usize) -> &[Value] {
-        self.0.get(from..).unwrap_or(&[])
+    /// An outcome tag this reply does not have.
+    pub fn unknown(&self, tag: &str) -> StoreError {
+        bad(&format!("unknown outcome {tag:?}"))
     }
 }
 
