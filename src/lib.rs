@@ -63,14 +63,13 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
 }
 
-/// The store the config names.
-pub fn open_store(config: &Config) -> Box<dyn StateStore> {
-    match &config.state {
+/// The store the config names. Fails only for a Redis URL the redis crate refuses,
+/// which `authgate check` has already reported.
+pub fn open_store(config: &Config) -> Result<Box<dyn StateStore>, StoreError> {
+    Ok(match &config.state {
         config::State::File { path } => Box::new(FileStore::new(path.clone())),
-        config::State::Redis(redis) => Box::new(
-            state::redis::RedisStore::new(redis.clone()).expect("state.redis.url was validated"),
-        ),
-    }
+        config::State::Redis(redis) => Box::new(state::redis::RedisStore::new(redis.clone())?),
+    })
 }
 
 /// The gateway's bound sockets.
@@ -126,7 +125,7 @@ pub async fn run_with_reload(
         tracing::warn!("config: {warning}");
     }
     let prometheus = metrics::install();
-    let state = Arc::new(StateHandle::open(open_store(&config)).await?);
+    let state = Arc::new(StateHandle::open(open_store(&config)?).await?);
     // Redis: the replica loop (sync, acknowledgements, lease); stopped after the drain.
     let sync_stop = CancellationToken::new();
     let sync = state.start(sync_stop.clone());

@@ -22,7 +22,7 @@ fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
                 dirs.push(path);
                 continue;
             }
-            if path.extension().is_none_or(|e| e != "rs") {
+            if path.extension() != Some(std::ffi::OsStr::new("rs")) {
                 continue;
             }
             let rel = path.strip_prefix(src).unwrap().with_extension("");

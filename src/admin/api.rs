@@ -251,28 +251,7 @@ fn refused(e: StoreError, actor: &str, tenant: &str, action: &str) -> GatewayErr
         ),
         _ => tracing::error!(error = %e, %tenant, action, "state change failed"),
     }
-    gateway_error(e)
-}
-
-/// The response to a store error.
-fn gateway_error(e: StoreError) -> GatewayError {
-    match e {
-        StoreError::Conflict { current } => GatewayError::Conflict { current },
-        StoreError::NotInitialised => GatewayError::StateNotInitialised,
-        StoreError::Uncertain(_) => GatewayError::StateUncertain,
-        StoreError::NotReplicated {
-            revision,
-            wanted,
-            confirmed,
-        } => GatewayError::StateNotReplicated {
-            revision,
-            wanted,
-            confirmed,
-        },
-        StoreError::Unavailable(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
-            GatewayError::StateUnavailable
-        }
-    }
+    e.into()
 }
 
 /// The `replicas` field of a change's answer (Redis store only).

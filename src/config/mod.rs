@@ -9,6 +9,8 @@
 mod certs;
 mod locate;
 mod raw;
+mod routing;
+mod state;
 mod validate;
 
 use std::fmt;

@@ -216,3 +216,38 @@ fn redis_wait_replicas_is_a_small_count_reported_with_its_line() {
     assert_eq!(too_many[0].key, "state.redis.wait_replicas", "{too_many:?}");
     assert!(too_many[0].message.contains("at most 100"), "{too_many:?}");
 }
+
+#[test]
+fn routes_cover_every_method_unless_listed_and_listing_warns() {
+    let c = parse("upstream: { url: \"http://a\" }\n").unwrap();
+    assert!(c.protected_routes.iter().all(|r| r.methods.is_empty()));
+    assert!(c.case_insensitive_paths, "case-insensitive by default");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let text = "\
+upstream: { url: \"http://a\" }
+protected_routes:
+  - { path: \"/m2/{client}/x\" }
+  - { methods: [post], path: \"/m2/{client}/y\" }
+case_insensitive_paths: false
+";
+    let c = parse(text).unwrap();
+    assert!(c.protected_routes[0].methods.is_empty());
+    assert_eq!(c.protected_routes[1].methods, [Method::POST]);
+    let warned: Vec<(&str, Option<usize>)> = c
+        .warnings
+        .iter()
+        .map(|w| (w.key.as_str(), w.line))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            ("protected_routes[1].methods", Some(4)),
+            ("case_insensitive_paths", Some(5))
+        ]
+    );
+    assert!(c.warnings[0].message.contains("lenient backend"));
+    let empty =
+        "upstream: { url: \"http://a\" }\nprotected_routes:\n  - { methods: [], path: \"/x\" }\n";
+    let problems = parse(empty).unwrap_err();
+    assert_eq!(problems[0].key, "protected_routes[0].methods");
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use http::{Method, Uri};
+use http::Uri;
 use serde_yaml::Value;
 
 use super::locate::{self, Seg};
@@ -56,11 +56,11 @@ impl<'a> Problems<'a> {
     }
 }
 
-fn k(key: &str) -> Seg {
+pub(super) fn k(key: &str) -> Seg {
     Seg::Key(key.to_string())
 }
 
-fn path(keys: &[&str]) -> Vec<Seg> {
+pub(super) fn path(keys: &[&str]) -> Vec<Seg> {
     keys.iter().map(|key| k(key)).collect()
 }
 
@@ -73,18 +73,8 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
     };
     let upstream = upstream(raw.upstream, base, p);
     let tls = super::certs::listeners(raw.tls, base, p);
-    let protected_routes = routes(raw.protected_routes, p);
-    let tenant_param = match raw.tenant_param {
-        None => Some("client".to_string()),
-        Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "none" => None,
-        Some(Value::String(s)) if !s.is_empty() && s.chars().all(is_param_char) => Some(s),
-        Some(_) => {
-            let msg = "expected a parameter name (letters, digits, `_`) or `none`";
-            p.push(&path(&["tenant_param"]), msg.into());
-            None
-        }
-    };
+    let protected_routes = super::routing::routes(raw.protected_routes, p);
+    let tenant_param = super::routing::tenant_param(raw.tenant_param, p);
     let tokens = Tokens {
         default_ttl: duration(raw.tokens.default_ttl, "24h", &["tokens", "default_ttl"], p),
         max_ttl: duration(raw.tokens.max_ttl, "90d", &["tokens", "max_ttl"], p),
@@ -95,36 +85,7 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
     }
     let limits = limits(raw.limits, p);
     let shutdown_timeout = duration(raw.shutdown_timeout, "30s", &["shutdown_timeout"], p);
-    let raw_redis = raw.state.redis;
-    let had_redis = raw_redis.is_some();
-    let state = match raw.state.backend.as_deref().unwrap_or("file") {
-        "file" => {
-            let relative = Path::new(raw.state.path.as_deref().unwrap_or("./data/state.json"));
-            // `./` segments add nothing but noise to error messages.
-            let path = base
-                .join(relative)
-                .components()
-                .filter(|c| *c != std::path::Component::CurDir)
-                .collect();
-            State::File { path }
-        }
-        "redis" => {
-            if raw.state.path.is_some() {
-                let msg = "`path` is for backend `file`; remove it".to_string();
-                p.push(&path(&["state", "path"]), msg);
-            }
-            State::Redis(redis_state(raw_redis.unwrap_or_default(), p))
-        }
-        other => {
-            let msg = format!("unknown backend `{other}`; expected `file` or `redis`");
-            p.push(&path(&["state", "backend"]), msg);
-            State::File { path: base.into() }
-        }
-    };
-    if had_redis && !matches!(state, State::Redis(_)) {
-        let msg = "settings for backend `redis`, but `state.backend` is not `redis`".into();
-        p.push(&path(&["state", "redis"]), msg);
-    }
+    let state = super::state::state(raw.state, base, p);
     let admin = Admin {
         keys: admin_keys(raw.admin.keys, p),
     };
@@ -147,7 +108,10 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
         listen,
         upstream,
         protected_routes,
-        case_insensitive_paths: case_insensitive_paths(raw.case_insensitive_paths, p),
+        case_insensitive_paths: super::routing::case_insensitive_paths(
+            raw.case_insensitive_paths,
+            p,
+        ),
         tenant_param,
         tokens,
         limits,
@@ -161,10 +125,6 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
     }
 }
 
-fn is_param_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
 fn addr(raw: Option<String>, default: &str, key: &[&str], p: &mut Problems<'_>) -> SocketAddr {
     let text = raw.as_deref().unwrap_or(default);
     text.parse().unwrap_or_else(|_| {
@@ -176,7 +136,12 @@ fn addr(raw: Option<String>, default: &str, key: &[&str], p: &mut Problems<'_>) 
 
 /// A human duration (`2s`, `500ms`, `24h`, `90d`); bare numbers are refused because
 /// their unit would be a guess.
-fn duration(raw: Option<Value>, default: &str, key: &[&str], p: &mut Problems<'_>) -> Duration {
+pub(super) fn duration(
+    raw: Option<Value>,
+    default: &str,
+    key: &[&str],
+    p: &mut Problems<'_>,
+) -> Duration {
     let fallback = humantime::parse_duration(default).expect("defaults are valid durations");
     let text = match raw {
         None => return fallback,
@@ -266,79 +231,6 @@ fn upstream(raw: super::raw::RawUpstream, base: &Path, p: &mut Problems<'_>) -> 
     }
 }
 
-fn routes(raw: Option<Vec<super::raw::RawRoute>>, p: &mut Problems<'_>) -> Vec<ProtectedRoute> {
-    let Some(raw) = raw else {
-        return [
-            "/m2/{client}/profile/batchUpdate",
-            "/m2/{client}/v2/profile/batchUpdate",
-        ]
-        .into_iter()
-        .map(|path| ProtectedRoute {
-            methods: Vec::new(),
-            path: path.into(),
-        })
-        .collect();
-    };
-    let mut out = Vec::new();
-    let mut router = matchit::Router::new();
-    for (i, route) in raw.into_iter().enumerate() {
-        let at = |key: &str| vec![k("protected_routes"), Seg::Index(i), k(key)];
-        let mut methods = Vec::new();
-        match &route.methods {
-            None => {}
-            Some(listed) if listed.is_empty() => p.push(
-                &at("methods"),
-                "leave `methods` out to cover every method, or list at least one".into(),
-            ),
-            Some(_) => p.warn(
-                &at("methods"),
-                "a lenient backend may accept other methods on this path; leave `methods` out \
-                 to protect every method (override headers on other methods are refused)"
-                    .into(),
-            ),
-        }
-        for m in route.methods.iter().flatten() {
-            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(method) => methods.push(method),
-                Err(_) => p.push(&at("methods"), format!("`{m}` is not an HTTP method")),
-            }
-        }
-        let Some(route_path) = route.path else {
-            p.push(&at("path"), "`path` is required".into());
-            continue;
-        };
-        if !route_path.starts_with('/') {
-            p.push(&at("path"), format!("`{route_path}` must start with `/`"));
-            continue;
-        }
-        // Two identical templates are allowed (e.g. different methods); matchit only has
-        // to accept each distinct template once.
-        if !out.iter().any(|r: &ProtectedRoute| r.path == route_path) {
-            if let Err(e) = router.insert(route_path.clone(), ()) {
-                p.push(&at("path"), format!("`{route_path}`: {e}"));
-                continue;
-            }
-        }
-        out.push(ProtectedRoute {
-            methods,
-            path: route_path,
-        });
-    }
-    out
-}
-
-fn case_insensitive_paths(raw: Option<bool>, p: &mut Problems<'_>) -> bool {
-    if raw == Some(false) {
-        p.warn(
-            &path(&["case_insensitive_paths"]),
-            "literal path segments compare case-sensitively: only right for a backend known \
-             to route case-sensitively (Express, IIS, ASP.NET and some Spring setups do not)"
-                .into(),
-        );
-    }
-    raw.unwrap_or(true)
-}
-
 fn limits(raw: super::raw::RawLimits, p: &mut Problems<'_>) -> Limits {
     let max_header_bytes = raw.max_header_bytes.unwrap_or(65536);
     // hyper's read buffer cannot be smaller than 8 KiB.
@@ -408,85 +300,4 @@ fn admin_keys(raw: Vec<super::raw::RawAdminKey>, p: &mut Problems<'_>) -> Vec<Ad
         keys.push(AdminKey { name, role, sha256 });
     }
     keys
-}
-
-/// More Redis replicas than any deployment runs: a larger `wait_replicas` is a typo, and
-/// every change would fail waiting for replicas that do not exist.
-const MAX_WAIT_REPLICAS: u64 = 100;
-
-/// `state.redis`: the URL is required; the lease must outlast several heartbeats (a
-/// replica keeps serving through a missed renewal or two) and the writers' wait.
-fn redis_state(raw: super::raw::RawRedis, p: &mut Problems<'_>) -> RedisState {
-    let at = |key: &str| path(&["state", "redis", key]);
-    let url = match raw.url {
-        None => {
-            p.push(&path(&["state", "redis"]), "`url` is required".into());
-            String::new()
-        }
-        Some(url) => {
-            if let Err(e) = redis::Client::open(url.as_str()) {
-                let msg = format!("`{url}` is not a Redis URL ({e}); expected redis://host:port");
-                p.push(&at("url"), msg);
-            }
-            url
-        }
-    };
-    let key_prefix = raw.key_prefix.unwrap_or_else(|| "authgate".into());
-    let plain = |c: char| c.is_ascii_graphic() && !matches!(c, '{' | '}');
-    if key_prefix.is_empty() || !key_prefix.chars().all(plain) {
-        let msg = "use printable characters without spaces, `{` or `}`".into();
-        p.push(&at("key_prefix"), msg);
-    }
-    let lease = duration(raw.lease, "1500ms", &["state", "redis", "lease"], p);
-    let heartbeat = duration(raw.heartbeat, "250ms", &["state", "redis", "heartbeat"], p);
-    if lease <= heartbeat * 3 {
-        let msg = format!(
-            "must be longer than three heartbeats ({})",
-            humantime::format_duration(heartbeat * 3)
-        );
-        p.push(&at("lease"), msg);
-    }
-    let ack_timeout = match raw.ack_timeout {
-        None => lease + Duration::from_millis(500),
-        some => duration(some, "2s", &["state", "redis", "ack_timeout"], p),
-    };
-    if ack_timeout < lease {
-        let msg = "must be at least `lease`: a writer waits out a silent replica's lease".into();
-        p.push(&at("ack_timeout"), msg);
-    }
-    let wait_replicas = raw.wait_replicas.unwrap_or(0);
-    if wait_replicas > MAX_WAIT_REPLICAS {
-        let msg = format!(
-            "at most {MAX_WAIT_REPLICAS}: the number of Redis replicas (`--replicaof`) that must confirm each change; 0 turns it off"
-        );
-        p.push(&at("wait_replicas"), msg);
-    }
-    let replica = raw.replica.unwrap_or_else(default_replica_name);
-    let plain = |c: char| c.is_ascii_graphic();
-    if replica.is_empty() || replica.len() > 128 || !replica.chars().all(plain) {
-        let msg = "use 1 to 128 printable characters without spaces".into();
-        p.push(&at("replica"), msg);
-    }
-    RedisState {
-        url,
-        key_prefix,
-        lease,
-        heartbeat,
-        ack_timeout,
-        wait_replicas,
-        replica,
-    }
-}
-
-/// `hostname-pid-random`: unique per process, readable in `/admin/v1/cluster`.
-fn default_replica_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .unwrap_or_else(|| "authgate".into());
-    let mut random = [0u8; 3];
-    let _ = getrandom::fill(&mut random);
-    format!("{host}-{}-{}", std::process::id(), hex::encode(random))
 }

@@ -1,8 +1,9 @@
-//! Every conversion into [`GatewayError`]: the auth decision's refusals and a failed
-//! upstream exchange.
+//! Every conversion into [`GatewayError`]: the auth decision's refusals, a failed
+//! upstream exchange, and a state store's failure to change the state.
 
 use super::GatewayError;
 use crate::auth::decide::Rejection;
+use crate::state::StoreError;
 use crate::upstream::Failure;
 
 impl From<Rejection> for GatewayError {
@@ -28,6 +29,28 @@ impl From<Failure> for GatewayError {
             Failure::BodyTimeout => GatewayError::ClientTimeout,
             Failure::ClientBody(e) => GatewayError::ClientBody(Box::new(e)),
             Failure::Other(e) => GatewayError::UpstreamFailed(Box::new(e)),
+        }
+    }
+}
+
+impl From<StoreError> for GatewayError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { current } => GatewayError::Conflict { current },
+            StoreError::NotInitialised => GatewayError::StateNotInitialised,
+            StoreError::Uncertain(_) => GatewayError::StateUncertain,
+            StoreError::NotReplicated {
+                revision,
+                wanted,
+                confirmed,
+            } => GatewayError::StateNotReplicated {
+                revision,
+                wanted,
+                confirmed,
+            },
+            StoreError::Unavailable(_) | StoreError::Corrupt { .. } | StoreError::Io { .. } => {
+                GatewayError::StateUnavailable
+            }
         }
     }
 }

@@ -117,7 +117,7 @@ impl Gateway {
     ) -> Result<Gateway, authgate::Error> {
         let config = Config::parse(text, dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
         // Opening the store first surfaces a bad state file as an error of its own.
-        authgate::state::StateHandle::open(authgate::open_store(&config)).await?;
+        authgate::state::StateHandle::open(authgate::open_store(&config)?).await?;
         let listeners = Listeners {
             proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),

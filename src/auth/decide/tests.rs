@@ -186,3 +186,108 @@ fn case_insensitive_mode_folds_the_tenant() {
         Outcome::Rejected(Rejection::Missing)
     );
 }
+
+fn every_method_routes() -> RouteTable {
+    let routes = [ProtectedRoute {
+        methods: Vec::new(),
+        path: "/m2/{client}/v2/profile/batchUpdate".into(),
+    }];
+    RouteTable::new(&routes, true, Some("client".into()))
+}
+
+fn decided(routes: &RouteTable, method: &str, uri: &str, extra: &[(&str, &str)]) -> Outcome {
+    let snap = snapshot("good", NOW + 1);
+    let mut b = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(uri);
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    let head = b.body(()).unwrap().into_parts().0;
+    decide(routes, &snap, &head, NOW).outcome
+}
+
+#[test]
+fn connect_is_refused_everywhere() {
+    let r = every_method_routes();
+    let refused = Outcome::Rejected(Rejection::Connect);
+    assert_eq!(decided(&r, "CONNECT", "example.com:443", &[]), refused);
+    assert_eq!(decided(&r, "connect", BATCH, &[]), refused);
+}
+
+#[test]
+fn every_method_in_any_case_needs_the_token() {
+    let r = every_method_routes();
+    for method in ["POST", "post", "PUT", "GET", "DELETE", "FOO"] {
+        assert_eq!(
+            decided(&r, method, BATCH, &[]),
+            Outcome::Rejected(Rejection::Missing),
+            "{method}"
+        );
+    }
+    let ok = decided(&r, "post", BATCH, &[("authorization", "Bearer good")]);
+    assert_eq!(ok, Outcome::Allowed);
+}
+
+#[test]
+fn an_override_header_on_a_method_the_route_does_not_list_is_refused() {
+    let r = routes(true);
+    for header in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        assert_eq!(
+            decided(&r, "PUT", BATCH, &[(header, "POST")]),
+            Outcome::Rejected(Rejection::MethodOverride),
+            "{header}"
+        );
+    }
+    assert_eq!(decided(&r, "PUT", BATCH, &[]), Outcome::Unprotected);
+    assert_eq!(
+        decided(&r, "post", BATCH, &[]),
+        Outcome::Rejected(Rejection::Missing)
+    );
+}
+
+#[test]
+fn loose_spellings_of_a_protected_path_are_refused() {
+    let r = every_method_routes();
+    for path in [
+        "/m2/acme/v2/profile/batchUpdate.json",
+        "/m2/acme/v2/profile/batchUpdate%20",
+        "/m2/acme/v2/prof%C4%B0le/batchUpdate",
+        "/m2/acme/v2/profile/batchUpdate;x%20",
+    ] {
+        assert_eq!(
+            decided(&r, "POST", path, &[("authorization", "Bearer good")]),
+            Outcome::Rejected(Rejection::AmbiguousPath),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn tenants_must_be_valid_names_and_agree_with_the_query() {
+    let r = every_method_routes();
+    let bad = Outcome::Rejected(Rejection::BadTenant);
+    for path in [
+        "/m2/acme%20/v2/profile/batchUpdate",
+        "/m2/acm%C3%A9/v2/profile/batchUpdate",
+        "/m2/acme%E2%80%8B/v2/profile/batchUpdate",
+        "/m2/%EF%BD%81cme/v2/profile/batchUpdate",
+        "/m2/other/v2/profile/batchUpdate?client=acme",
+        "/m2/other/v2/profile/batchUpdate?Client=acme",
+        "/m2/acme/v2/profile/batchUpdate?client=acme%20",
+    ] {
+        assert_eq!(decided(&r, "POST", path, &[]), bad, "{path}");
+    }
+    let missing = Outcome::Rejected(Rejection::Missing);
+    for path in [
+        "/m2/ACME/v2/profile/batchUpdate",
+        "/m2/%41cme/v2/profile/batchUpdate",
+        "/m2/acme/v2/profile/batchUpdate?client=ACME",
+    ] {
+        assert_eq!(decided(&r, "POST", path, &[]), missing, "{path}");
+    }
+}
