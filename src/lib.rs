@@ -1,18 +1,27 @@
 //! authgate: a reverse-proxy authentication gateway for legacy profile backends.
 //!
 //! # Layout
+//!
+//! Dependencies run one way (`tests/module_graph.rs` fails on a cycle): [`server`] →
+//! [`body`]; [`proxy`] and [`admin`] → [`error`] → [`body`] → [`upstream`] → [`tls`];
+//! [`error`] → [`auth`] → [`routes`], [`state`], [`metrics`]; [`config`] → [`tls`] →
+//! [`time`].
+//!
 //! - [`config`]: YAML → validated [`Config`], every problem reported at once.
+//! - [`server`]: accept loop, connection limits, the per-connection clocks, drain.
+//! - [`proxy`]: the proxy listener's handler, read top-down: handle → admit (framing,
+//!   the decision, the fence, the body limit) → forward; its header rules.
+//! - [`upstream`]: the connection pool, the request-body limiter, the pooled response
+//!   body, and the sorting of a failed exchange.
 //! - [`auth`]: Bearer parsing, path normalisation, token digests, the pure decision.
+//! - [`routes`]: the protected route table, strict and loose matching.
 //! - [`state`]: tenant state, its immutable snapshots, and the stores behind them.
-//! - [`server`]: accept loop, connection limits and timeouts, graceful drain.
-//! - [`proxy`]: the proxy listener's handler: header rules, streaming forward.
-//! - [`pool`]: the upstream connection pool (HTTP/1.1, plain or TLS).
-//! - [`routes`]: the protected route table.
-//! - [`admin`]: the admin listener: health, metrics and the tenant admin API.
-//! - [`error`]: gateway errors and the one function that turns them into responses.
+//! - [`admin`]: the admin listener: one route table, one function per endpoint.
+//! - [`error`]: gateway errors, one response record per error, every conversion.
 //! - [`body`]: the response body type shared by both listeners.
-//! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`metrics`]: metric names, the Prometheus recorder, per-request handles.
 //! - [`tls`]: certificate files, reloadable listener TLS, the upstream TLS connector.
+//! - [`time`]: the wall clock and RFC 3339.
 //! - [`sample_backend`]: an in-memory stand-in for the legacy profile service.
 //! - [`demo`]: `authgate demo`, the gateway and the sample backend together.
 //!
