@@ -141,30 +141,7 @@ pub async fn run_with_reload(
     let acceptors = Arc::new(tls::Acceptors::load(&config.tls)?);
     let proxy_metrics = metrics::ProxyMetrics::new();
     let readiness = Arc::new(Readiness::default());
-    let limits = &config.limits;
-    let proxy_opts = ServeOptions {
-        header_read_timeout: limits.header_read_timeout,
-        idle_timeout: limits.idle_timeout,
-        send_timeout: limits.send_timeout,
-        max_header_bytes: limits.max_header_bytes,
-        max_connections: limits.max_connections,
-        open_connections: Some(proxy_metrics.open_connections.clone()),
-        in_flight: Some(proxy_metrics.in_flight.clone()),
-        closed_header_timeout: Some(proxy_metrics.closed_header_timeout.clone()),
-        closed_idle: Some(proxy_metrics.closed_idle.clone()),
-        closed_send_timeout: Some(proxy_metrics.closed_send_timeout.clone()),
-        tls: acceptors.proxy.clone(),
-    };
-    let admin_opts = ServeOptions {
-        max_connections: 256,
-        open_connections: None,
-        in_flight: None,
-        closed_header_timeout: None,
-        closed_idle: None,
-        closed_send_timeout: None,
-        tls: acceptors.admin.clone(),
-        ..proxy_opts.clone()
-    };
+    let (proxy_opts, admin_opts) = serve_options(&config.limits, &proxy_metrics, &acceptors);
     let proxy = Arc::new(Proxy::new(&config, state.clone(), proxy_metrics)?);
     let admin = Arc::new(Admin::new(
         &config,
@@ -188,22 +165,8 @@ pub async fn run_with_reload(
         admin_opts,
         admin_life.clone(),
     ));
-    let upkeep = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            prometheus.run_upkeep();
-        }
-    });
-    let reloader = tokio::spawn({
-        let acceptors = acceptors.clone();
-        async move {
-            loop {
-                reload.triggered().await;
-                acceptors.reload("signal");
-            }
-        }
-    });
+    let upkeep = tokio::spawn(upkeep(prometheus));
+    let reloader = tokio::spawn(reload_tls_on(reload, acceptors.clone()));
     tracing::info!("gateway running");
 
     shutdown.await;
@@ -219,6 +182,56 @@ pub async fn run_with_reload(
     reloader.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The proxy listener's connection limits and metrics, and the admin listener's (the
+/// same clocks, fewer connections, no proxy metrics).
+fn serve_options(
+    limits: &config::Limits,
+    metrics: &metrics::ProxyMetrics,
+    acceptors: &tls::Acceptors,
+) -> (ServeOptions, ServeOptions) {
+    let proxy = ServeOptions {
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        send_timeout: limits.send_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        max_connections: limits.max_connections,
+        open_connections: Some(metrics.open_connections.clone()),
+        in_flight: Some(metrics.in_flight.clone()),
+        closed_header_timeout: Some(metrics.closed_header_timeout.clone()),
+        closed_idle: Some(metrics.closed_idle.clone()),
+        closed_send_timeout: Some(metrics.closed_send_timeout.clone()),
+        tls: acceptors.proxy.clone(),
+    };
+    let admin = ServeOptions {
+        max_connections: 256,
+        open_connections: None,
+        in_flight: None,
+        closed_header_timeout: None,
+        closed_idle: None,
+        closed_send_timeout: None,
+        tls: acceptors.admin.clone(),
+        ..proxy.clone()
+    };
+    (proxy, admin)
+}
+
+/// Keeps the Prometheus histograms' windows moving.
+async fn upkeep(prometheus: metrics_exporter_prometheus::PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        prometheus.run_upkeep();
+    }
+}
+
+/// Reloads the listeners' certificates whenever `reload` fires (SIGHUP).
+async fn reload_tls_on(reload: tls::ReloadTrigger, acceptors: Arc<tls::Acceptors>) {
+    loop {
+        reload.triggered().await;
+        acceptors.reload("signal");
+    }
 }
 
 fn lifecycle() -> Lifecycle {

@@ -39,6 +39,9 @@ use hyper::service::{service_fn, Service};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use metrics::{Counter, Gauge};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -200,6 +203,21 @@ async fn serve_connection<H: Handler>(
         peer,
     ));
     let conn = builder.serve_connection(io, service);
+    watch(conn, peer, &state, opts, life).await;
+    if let Some(g) = &opts.open_connections {
+        g.decrement(1.0);
+    }
+}
+
+/// Drives the connection until it ends, enforcing the head, send and idle clocks and
+/// the listener's shutdown.
+async fn watch<C: GracefulConnection<Error = BoxError>>(
+    conn: C,
+    peer: SocketAddr,
+    state: &ConnState,
+    opts: &ServeOptions,
+    life: &Lifecycle,
+) {
     tokio::pin!(conn);
     let mut closing = false;
     loop {
@@ -239,9 +257,6 @@ async fn serve_connection<H: Handler>(
             }
             () = life.force.cancelled() => break,
         }
-    }
-    if let Some(g) = &opts.open_connections {
-        g.decrement(1.0);
     }
 }
 

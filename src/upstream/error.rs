@@ -97,14 +97,11 @@ pub fn rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::E
 
 /// The error and its causes on one line, for the log (never for the client).
 pub fn describe(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        out.push_str(": ");
-        out.push_str(&err.to_string());
-        source = err.source();
-    }
-    out
+    let causes = std::iter::successors(Some(e), |&err| err.source());
+    causes
+        .map(|err| err.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 #[cfg(test)]
