@@ -7,6 +7,7 @@
 //! module.
 
 mod certs;
+mod edge;
 mod locate;
 mod raw;
 mod routing;
@@ -21,6 +22,9 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use crate::tls::settings::{CertFiles, ListenerTls, Tls, UpstreamTls};
+pub use edge::{
+    AccessLog, AccessLogFormat, AccessLogTarget, ProxyProtocol, RequestId, TrustedProxies,
+};
 pub use locate::Seg;
 
 /// A validated configuration.
@@ -41,6 +45,10 @@ pub struct Config {
     pub admin: Admin,
     pub runtime: Runtime,
     pub log: Log,
+    /// Peers whose forwarding and PROXY headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    pub access_log: AccessLog,
+    pub request_id: RequestId,
     /// Things worth fixing that do not stop the gateway (a certificate expiring soon).
     pub warnings: Vec<Problem>,
 }
@@ -49,6 +57,8 @@ pub struct Config {
 pub struct Listen {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// PROXY protocol on the proxy listener.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 #[derive(Debug, Clone)]

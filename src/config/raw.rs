@@ -26,6 +26,22 @@ pub(super) struct RawConfig {
     pub runtime: RawRuntime,
     pub log: RawLog,
     pub tls: RawTls,
+    pub trusted_proxies: Vec<String>,
+    pub access_log: RawAccessLog,
+    pub request_id: RawRequestId,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAccessLog {
+    pub target: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRequestId {
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +49,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawListen {
     pub proxy: Option<String>,
     pub admin: Option<String>,
+    pub proxy_protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -70,6 +70,7 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
     let listen = Listen {
         proxy: addr(raw.listen.proxy, "0.0.0.0:8080", &["listen", "proxy"], p),
         admin: addr(raw.listen.admin, "127.0.0.1:9090", &["listen", "admin"], p),
+        proxy_protocol: super::edge::proxy_protocol(raw.listen.proxy_protocol, p),
     };
     let upstream = upstream(raw.upstream, base, p);
     let tls = super::certs::listeners(raw.tls, base, p);
@@ -121,6 +122,9 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
         runtime,
         log,
         tls,
+        trusted_proxies: super::edge::trusted_proxies(raw.trusted_proxies, p),
+        access_log: super::edge::access_log(raw.access_log, base, p),
+        request_id: super::edge::request_id(raw.request_id, p),
         warnings: Vec::new(),
     }
 }

@@ -66,16 +66,27 @@ pub trait Handler: Send + Sync + 'static {
 /// request.
 #[derive(Debug)]
 pub struct Peer {
+    /// The TCP peer (a load balancer, or the client itself).
     pub addr: SocketAddr,
-    /// The client's IP as an `X-Forwarded-For` element.
+    /// The client as far as the connection tells: the source a trusted peer's PROXY
+    /// protocol header named, else `addr`. Forwarding headers are believed only when
+    /// this address is trusted.
+    pub client: SocketAddr,
+    /// `client`'s IP as an `X-Forwarded-For` element.
     pub forwarded_for: http::HeaderValue,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
-        let ip = addr.ip().to_canonical().to_string();
+        Peer::proxied(addr, addr)
+    }
+
+    /// A connection from `addr` on behalf of `client` (PROXY protocol).
+    pub fn proxied(addr: SocketAddr, client: SocketAddr) -> Peer {
+        let ip = client.ip().to_canonical().to_string();
         Peer {
             addr,
+            client,
             forwarded_for: http::HeaderValue::from_str(&ip).expect("an IP is a valid header value"),
         }
     }
