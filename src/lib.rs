@@ -28,6 +28,7 @@
 //! [`run`] takes already-bound [`Listeners`] and a shutdown future, so tests bind port 0
 //! and read the addresses before starting it.
 
+pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod body;
@@ -142,7 +143,13 @@ pub async fn run_with_reload(
     let proxy_metrics = metrics::ProxyMetrics::new();
     let readiness = Arc::new(Readiness::default());
     let (proxy_opts, admin_opts) = serve_options(&config.limits, &proxy_metrics, &acceptors);
-    let proxy = Arc::new(Proxy::new(&config, state.clone(), proxy_metrics)?);
+    let access_log = access_log::AccessLogger::open(&config.access_log)?.map(Arc::new);
+    let proxy = Arc::new(Proxy::new(
+        &config,
+        state.clone(),
+        proxy_metrics,
+        access_log.clone(),
+    )?);
     let admin = Arc::new(Admin::new(
         &config,
         state,
@@ -165,7 +172,8 @@ pub async fn run_with_reload(
         admin_opts,
         admin_life.clone(),
     ));
-    let upkeep = tokio::spawn(upkeep(prometheus));
+    let upkeep = tokio::spawn(upkeep(prometheus, access_log.clone()));
+    let reopener = access_log.map(|log| tokio::spawn(reopen_on_sigusr1(log)));
     let reloader = tokio::spawn(reload_tls_on(reload, acceptors.clone()));
     tracing::info!("gateway running");
 
@@ -180,6 +188,9 @@ pub async fn run_with_reload(
         let _ = tokio::time::timeout(Duration::from_secs(2), sync).await;
     }
     reloader.abort();
+    if let Some(reopener) = reopener {
+        reopener.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -217,12 +228,30 @@ fn serve_options(
     (proxy, admin)
 }
 
-/// Keeps the Prometheus histograms' windows moving.
-async fn upkeep(prometheus: metrics_exporter_prometheus::PrometheusHandle) {
+/// Keeps the Prometheus histograms' windows moving, and the access log's drop count.
+async fn upkeep(
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    access_log: Option<Arc<access_log::AccessLogger>>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
         prometheus.run_upkeep();
+        if let Some(log) = &access_log {
+            ::metrics::counter!(metrics::ACCESS_LOG_DROPPED).absolute(log.dropped() as u64);
+        }
+    }
+}
+
+/// Reopens the access-log file on every SIGUSR1 (logrotate's `postrotate`).
+async fn reopen_on_sigusr1(log: Arc<access_log::AccessLogger>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot listen for SIGUSR1; the access log will not be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        log.reopen();
     }
 }
 

@@ -50,6 +50,10 @@ pub const ACK_WAIT: &str = "authgate_ack_wait_seconds";
 /// by `listener` (`proxy`, `admin`); refreshed on (re)load and at every scrape.
 pub const TLS_CERT_EXPIRY: &str = "authgate_tls_certificate_expiry_seconds";
 
+/// Access-log lines dropped because the writer's queue was full (refreshed every few
+/// seconds).
+pub const ACCESS_LOG_DROPPED: &str = "authgate_access_log_dropped_total";
+
 /// Reasons of [`AUTH_DECISIONS`], indexed by [`crate::auth::decide::Reason`].
 pub const AUTH_REASONS: [&str; 6] = [
     "missing",

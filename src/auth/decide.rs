@@ -23,7 +23,7 @@ use super::path;
 use super::token::Digest;
 use crate::metrics::{RouteClass, TenantCounters};
 use crate::routes::{fold_to_ascii, RouteTable};
-use crate::state::{Snapshot, TenantState};
+use crate::state::{Snapshot, TenantState, TokenRecord};
 
 /// Tenant of protected routes whose template and query name no tenant.
 pub const DEFAULT_TENANT: &str = "default";
@@ -37,6 +37,10 @@ pub struct Decision<'a, 's> {
     pub outcome: Outcome,
     /// Counters of the tenant, when it has stored state.
     pub counters: Option<&'s TenantCounters>,
+    /// The tenant of a protected route, in lower case.
+    pub tenant: Option<String>,
+    /// The tenant's token the request presented (current or expired).
+    pub token: Option<&'s TokenRecord>,
 }
 
 /// The verdict.
@@ -89,6 +93,24 @@ pub enum Reason {
 }
 
 impl Outcome {
+    /// The access log's `decision`: `None` for unprotected routes.
+    pub fn label(&self) -> Option<&'static str> {
+        Some(match self {
+            Outcome::Unprotected => return None,
+            Outcome::NotRequired => "not_required",
+            Outcome::Allowed => "ok",
+            Outcome::Rejected(Rejection::Missing) => "missing",
+            Outcome::Rejected(Rejection::Malformed) => "malformed",
+            Outcome::Rejected(Rejection::Invalid) => "invalid",
+            Outcome::Rejected(Rejection::Expired) => "expired",
+            Outcome::Rejected(Rejection::BadPath(_)) => "bad_path",
+            Outcome::Rejected(Rejection::AmbiguousPath) => "ambiguous_path",
+            Outcome::Rejected(Rejection::BadTenant) => "bad_tenant",
+            Outcome::Rejected(Rejection::MethodOverride) => "method_override",
+            Outcome::Rejected(Rejection::Connect) => "connect",
+        })
+    }
+
     /// The metric reason, for outcomes that were decided on a tenant's settings.
     pub fn reason(&self) -> Option<Reason> {
         match self {
@@ -129,6 +151,8 @@ pub fn decide<'a, 's>(
         class,
         outcome: Outcome::Rejected(rejection),
         counters: None,
+        tenant: None,
+        token: None,
     };
     if head.method.as_str().eq_ignore_ascii_case("CONNECT") {
         return reject(Cow::Borrowed("/"), RouteClass::Other, Rejection::Connect);
@@ -148,6 +172,8 @@ pub fn decide<'a, 's>(
         class: RouteClass::Other,
         outcome: Outcome::Unprotected,
         counters: None,
+        tenant: None,
+        token: None,
     };
     let Some(route) = routes.at(&path) else {
         if routes.loosely_matches(&path) {
@@ -169,15 +195,25 @@ pub fn decide<'a, 's>(
     };
     let entry = snapshot.tenants.get(tenant.as_ref());
     let counters = entry.map(|e| &e.counters);
-    let outcome = match entry.map(|e| &e.state) {
-        Some(t) if t.require_authentication => check_token(t, &head.headers, now_ms),
-        _ => Outcome::NotRequired,
+    let (outcome, token) = match entry.map(|e| &e.state) {
+        Some(t) if t.require_authentication => {
+            let outcome = check_token(t, &head.headers, now_ms);
+            let presented = matches!(
+                outcome,
+                Outcome::Allowed | Outcome::Rejected(Rejection::Expired)
+            );
+            (outcome, t.token.as_ref().filter(|_| presented))
+        }
+        _ => (Outcome::NotRequired, None),
     };
+    let tenant = Some(tenant.into_owned());
     Decision {
         path,
         class: RouteClass::Protected,
         outcome,
         counters,
+        tenant,
+        token,
     }
 }
 

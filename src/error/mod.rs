@@ -142,11 +142,19 @@ impl Reply {
 
     /// The JSON body.
     pub fn body(&self) -> Bytes {
+        self.body_for(None)
+    }
+
+    /// The JSON body, naming the request it answers (proxy listener).
+    pub fn body_for(&self, request_id: Option<&str>) -> Bytes {
         let mut body = serde_json::Map::new();
         body.insert("error".into(), self.code.into());
         body.insert("message".into(), self.message.as_ref().into());
         if let Some((field, value)) = &self.extra {
             body.insert((*field).into(), value.clone());
+        }
+        if let Some(id) = request_id {
+            body.insert("request_id".into(), id.into());
         }
         Bytes::from(serde_json::Value::Object(body).to_string())
     }
@@ -196,8 +204,17 @@ impl GatewayError {
 
     /// The response sent to the client.
     pub fn into_response(self) -> Response<Body> {
+        self.respond(None)
+    }
+
+    /// The response sent to a proxy client: its body names the request id.
+    pub fn into_response_for(self, request_id: &str) -> Response<Body> {
+        self.respond(Some(request_id))
+    }
+
+    fn respond(self, request_id: Option<&str>) -> Response<Body> {
         let reply = self.reply();
-        let mut response = json_response(reply.status, reply.body());
+        let mut response = json_response(reply.status, reply.body_for(request_id));
         let headers = response.headers_mut();
         if reply.close {
             // hyper closes an HTTP/1 connection after a response saying so (and strips

@@ -32,9 +32,20 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
 
+/// Forwarding headers only a trusted proxy may set; removed from anyone else's requests.
+const UNTRUSTED_FORWARDING: [&str; 4] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
+
 /// Rewrites a client request's headers for the upstream. `https` says whether the
-/// client reached the gateway over TLS.
-pub fn to_upstream(head: &mut request::Parts, peer: &Peer, https: bool) {
+/// client reached the gateway over TLS; `trusted`, whether the client is a trusted
+/// proxy, whose `X-Forwarded-Proto`/`-Host`, `Forwarded`, `X-Real-IP`,
+/// `X-Forwarded-Port` and `X-Forwarded-Prefix` are kept (anyone else's are overwritten
+/// or removed).
+pub fn to_upstream(head: &mut request::Parts, peer: &Peer, https: bool, trusted: bool) {
     let host = head
         .headers
         .get(header::HOST)
@@ -45,32 +56,45 @@ pub fn to_upstream(head: &mut request::Parts, peer: &Peer, https: bool) {
     // The gateway answers `Expect` itself.
     headers.remove(header::EXPECT);
     if !headers.is_empty() {
-        strip_rewrites_and_secrets(headers);
+        strip_request_only(headers, trusted);
     }
     canonical_content_length(headers);
     append_forwarded_for(headers, &peer.forwarded_for);
-    let proto = HeaderValue::from_static(if https { "https" } else { "http" });
-    headers.insert(X_FORWARDED_PROTO, proto);
+    if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        let proto = HeaderValue::from_static(if https { "https" } else { "http" });
+        headers.insert(X_FORWARDED_PROTO, proto);
+    }
+    let keep_host = trusted && headers.contains_key(X_FORWARDED_HOST);
     if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+        if !keep_host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
         // HTTP/2 carries the host in `:authority`; the HTTP/1.1 upstream needs `Host`.
         headers.entry(header::HOST).or_insert(host);
-    } else {
+    } else if !keep_host {
         headers.remove(X_FORWARDED_HOST);
     }
     append_via(headers, head.version);
 }
 
 /// Removes `X-Original-URL` and `X-Rewrite-URL` (Symfony, Zend and IIS route by them),
-/// and every `Authorization` header holding a gateway token or admin key.
-fn strip_rewrites_and_secrets(headers: &mut HeaderMap) {
-    let mut rewrites = false;
+/// an untrusted client's [`UNTRUSTED_FORWARDING`] headers, and every `Authorization`
+/// header holding a gateway token or admin key. One scan over the names finds them.
+fn strip_request_only(headers: &mut HeaderMap, trusted: bool) {
+    let (mut rewrites, mut forwarding) = (false, false);
     for name in headers.keys() {
-        rewrites |= matches!(name.as_str(), "x-original-url" | "x-rewrite-url");
+        let name = name.as_str();
+        rewrites |= matches!(name, "x-original-url" | "x-rewrite-url");
+        forwarding |= !trusted && UNTRUSTED_FORWARDING.contains(&name);
     }
     if rewrites {
         headers.remove(X_ORIGINAL_URL);
         headers.remove(X_REWRITE_URL);
+    }
+    if forwarding {
+        for name in UNTRUSTED_FORWARDING {
+            headers.remove(name);
+        }
     }
     let leaked = headers
         .get_all(header::AUTHORIZATION)

@@ -10,6 +10,7 @@
 //! failure is a [`GatewayError`], turned into a response in one place,
 //! [`GatewayError::into_response`].
 
+mod exchange;
 mod headers;
 
 use std::borrow::Cow;
@@ -23,9 +24,12 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use exchange::Exchange;
+
+use crate::access_log::AccessLogger;
 use crate::auth::decide::{decide, Outcome};
 use crate::body::Body;
-use crate::config::{Config, Upstream};
+use crate::config::{Config, TrustedProxies, Upstream};
 use crate::error::GatewayError;
 use crate::metrics::{ProxyMetrics, RouteClass};
 use crate::routes::RouteTable;
@@ -46,12 +50,9 @@ pub struct Proxy {
     max_body_bytes: u64,
     body_read_timeout: Duration,
     metrics: ProxyMetrics,
-}
-
-/// What the handler learnt about one request, for its metrics.
-#[derive(Debug)]
-struct Exchange {
-    class: RouteClass,
+    trusted_proxies: TrustedProxies,
+    request_id_header: http::HeaderName,
+    access_log: Option<Arc<AccessLogger>>,
 }
 
 /// A request cleared to go upstream.
@@ -65,15 +66,30 @@ struct Admitted {
 
 impl Handler for Proxy {
     async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
-        let mut exchange = Exchange {
-            class: RouteClass::Other,
-        };
-        let response = match self.serve(req, peer, &mut exchange).await {
+        let mut exchange = Exchange::start(
+            &req,
+            peer,
+            &self.trusted_proxies,
+            &self.request_id_header,
+            self.access_log.is_some(),
+        );
+        let mut response = match self.serve(req, peer, &mut exchange).await {
             Ok(response) => response,
-            Err(e) => e.into_response(),
+            Err(e) => e.into_response_for(exchange.request_id.to_str().unwrap_or_default()),
         };
-        self.metrics.request(exchange.class, response.status());
+        let status = response.status();
+        self.metrics.request(exchange.class, status);
+        let id = exchange.request_id.clone();
         response
+            .headers_mut()
+            .insert(self.request_id_header.clone(), id);
+        match &self.access_log {
+            Some(log) => match exchange.finish(log, status.as_u16()) {
+                Some(hook) => response.map(|body| body.on_end(hook)),
+                None => response,
+            },
+            None => response,
+        }
     }
 }
 
@@ -83,6 +99,7 @@ impl Proxy {
         config: &Config,
         state: Arc<StateHandle>,
         metrics: ProxyMetrics,
+        access_log: Option<Arc<AccessLogger>>,
     ) -> Result<Proxy, TlsError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.upstream.connect_timeout));
@@ -108,6 +125,9 @@ impl Proxy {
             max_body_bytes: config.limits.max_body_bytes,
             body_read_timeout: config.limits.body_read_timeout,
             metrics,
+            trusted_proxies: config.trusted_proxies.clone(),
+            request_id_header: config.request_id.header.clone(),
+            access_log,
         })
     }
 
@@ -119,8 +139,11 @@ impl Proxy {
     ) -> Result<Response<Body>, GatewayError> {
         let (mut head, body) = req.into_parts();
         let admitted = self.admit(&mut head, peer, exchange)?;
-        let body = RequestBody::new(body, admitted.body_limit, self.body_read_timeout);
-        self.forward(head, body, admitted.rewritten, peer).await
+        let counter = exchange.log.as_ref().map(|log| log.bytes_in.clone());
+        let body =
+            RequestBody::new(body, admitted.body_limit, self.body_read_timeout).counting(counter);
+        self.forward(head, body, admitted.rewritten, peer, exchange)
+            .await
     }
 
     /// Whether the request may go upstream, decided on the current snapshot. An allowed
@@ -136,6 +159,12 @@ impl Proxy {
             let snapshot = self.state.snapshot();
             let decision = decide(&self.routes, &snapshot, head, crate::time::now_ms());
             exchange.class = decision.class;
+            if let Some(log) = &mut exchange.log {
+                log.path = decision.path.to_string();
+                log.tenant = decision.tenant.clone();
+                log.decision = decision.outcome.label();
+                log.token_id = decision.token.map(|t| t.digest.id());
+            }
             if let Some(reason) = decision.outcome.reason() {
                 let counters = decision.counters.unwrap_or(&self.metrics.other_tenant);
                 counters.by_reason[reason as usize].increment(1);
@@ -183,8 +212,11 @@ impl Proxy {
         body: RequestBody,
         rewritten: Option<String>,
         peer: &Peer,
+        exchange: &mut Exchange,
     ) -> Result<Response<Body>, GatewayError> {
-        headers::to_upstream(&mut head, peer, self.https);
+        headers::to_upstream(&mut head, peer, self.https, exchange.trusted);
+        let id = exchange.request_id.clone();
+        head.headers.insert(self.request_id_header.clone(), id);
         head.uri = self.upstream_uri(&head.uri, rewritten)?;
         head.version = Version::HTTP_11;
 
@@ -198,9 +230,11 @@ impl Proxy {
                 return Err(GatewayError::UpstreamTimeout);
             }
         };
-        self.metrics
-            .upstream_duration
-            .record(started.elapsed().as_secs_f64());
+        let upstream = started.elapsed().as_secs_f64();
+        self.metrics.upstream_duration.record(upstream);
+        if let Some(log) = &mut exchange.log {
+            log.upstream_ms = Some(upstream * 1000.0);
+        }
 
         let (mut parts, body) = response.into_parts();
         headers::to_client(&mut parts.headers, parts.version);

@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ pub struct RequestBody {
     /// Armed lazily the first time the body has to wait, so a body that arrives in one
     /// go costs no timer.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes read so far, for the access log.
+    counted: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
@@ -31,7 +35,14 @@ impl RequestBody {
             remaining: limit,
             timeout,
             stalled: None,
+            counted: None,
         }
+    }
+
+    /// Adds every byte read to `counter`.
+    pub fn counting(mut self, counter: Option<Arc<AtomicU64>>) -> RequestBody {
+        self.counted = counter;
+        self
     }
 }
 
@@ -62,6 +73,9 @@ impl http_body::Body for RequestBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     this.remaining -= len;
+                    if let Some(counted) = &this.counted {
+                        counted.fetch_add(len, Ordering::Relaxed);
+                    }
                 }
                 if let Some(sleep) = &mut this.stalled {
                     let deadline = tokio::time::Instant::now() + this.timeout;
