@@ -1,6 +1,8 @@
 //! The auth decision for a protected request carrying the tenant's valid token: path
 //! normalisation, route match, tenant lookup, Bearer parse, SHA-256 and constant-time
-//! compare. Run: `cargo bench --bench decide`.
+//! compare — with the default routes (every method, case-insensitive) and, for
+//! comparison, the same routes compared case-sensitively. Run:
+//! `cargo bench --bench decide`.
 
 use std::hint::black_box;
 
@@ -10,23 +12,19 @@ use authgate::config::ProtectedRoute;
 use authgate::routes::RouteTable;
 use authgate::state::{Command, Snapshot, State, TokenRecord};
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{Method, Request};
+use http::Request;
 
 fn bench(c: &mut Criterion) {
-    let routes = RouteTable::new(
-        &[
-            ProtectedRoute {
-                methods: vec![Method::POST],
-                path: "/m2/{client}/profile/batchUpdate".into(),
-            },
-            ProtectedRoute {
-                methods: vec![Method::POST],
-                path: "/m2/{client}/v2/profile/batchUpdate".into(),
-            },
-        ],
-        false,
-        Some("client".into()),
-    );
+    let defaults = [
+        "/m2/{client}/profile/batchUpdate",
+        "/m2/{client}/v2/profile/batchUpdate",
+    ]
+    .map(|path| ProtectedRoute {
+        methods: Vec::new(),
+        path: path.into(),
+    });
+    let routes = RouteTable::new(&defaults, true, Some("client".into()));
+    let case_sensitive = RouteTable::new(&defaults, false, Some("client".into()));
     let secret = token::generate(TOKEN_PREFIX).unwrap();
     let mut state = State::default();
     // A realistic deployment: many tenants, one of them ours.
@@ -66,6 +64,17 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             decide(
                 black_box(&routes),
+                black_box(&snapshot),
+                black_box(&head),
+                1,
+            )
+            .outcome
+        })
+    });
+    c.bench_function("decide/protected_valid_token_case_sensitive", |b| {
+        b.iter(|| {
+            decide(
+                black_box(&case_sensitive),
                 black_box(&snapshot),
                 black_box(&head),
                 1,
