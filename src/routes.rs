@@ -169,28 +169,39 @@ impl RouteTable {
     /// template (see the module documentation), whatever the method.
     pub fn loosely_matches(&self, path: &str) -> bool {
         let path = trim_one_slash(path);
-        let count = path.bytes().filter(|&b| b == b'/').count();
-        if !self.routes.iter().any(|r| r.fits(count)) {
-            return false; // most unprotected paths: no template has their length
+        if path.bytes().all(|b| b == b'/' || is_plain_byte(b)) {
+            // Nothing to decode, fold, trim or cut: the reading is the path up to ASCII
+            // case, which the strict match already compared in case-insensitive mode.
+            if self.case_insensitive {
+                return false;
+            }
+            let segments: Vec<&str> = path.split('/').skip(1).collect();
+            return self.any_template(&segments);
         }
-        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-        let mut loose: Vec<Option<String>> = vec![None; segments.len()];
+        self.any_template(&loose_reading(path))
+    }
+
+    /// Whether `segments` (already read loosely, in lower case unless plain) fit a
+    /// protected template.
+    fn any_template<S: AsRef<str>>(&self, segments: &[S]) -> bool {
         self.routes.iter().any(|route| {
-            let parts = &route.parts;
-            let fixed = route.fixed();
+            let fixed = &route.parts[..route.fixed()];
             route.fits(segments.len())
-                && parts[..fixed]
+                && segments
                     .iter()
+                    .zip(fixed)
                     .enumerate()
-                    .all(|(i, part)| match part {
-                        Part::Param | Part::CatchAll => true,
-                        Part::Literal(literal) => {
-                            let read = loose[i].get_or_insert_with(|| loose_segment(segments[i]));
-                            read == literal
-                                || (i + 1 == segments.len()
-                                    && read
-                                        .strip_prefix(literal.as_str())
-                                        .is_some_and(|rest| rest.starts_with('.')))
+                    .all(|(i, (read, part))| {
+                        let read = read.as_ref();
+                        match part {
+                            Part::Param | Part::CatchAll => true,
+                            Part::Literal(literal) => {
+                                read.eq_ignore_ascii_case(literal)
+                                    || (i + 1 == segments.len()
+                                        && read.len() > literal.len()
+                                        && read.as_bytes()[literal.len()] == b'.'
+                                        && read[..literal.len()].eq_ignore_ascii_case(literal))
+                            }
                         }
                     })
         })
@@ -209,15 +220,34 @@ impl RouteTable {
     }
 }
 
-/// How a lenient backend reads one path segment: decoded, folded to ASCII, trimmed,
-/// lower case.
-pub fn loose_segment(segment: &str) -> String {
-    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-    let folded = fold_to_ascii(&decoded);
-    let trimmed = folded
-        .trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control())
-        .trim_end_matches(|c: char| c == '.' || c.is_ascii_whitespace() || c.is_ascii_control());
-    trimmed.to_ascii_lowercase()
+/// How the sloppiest backends read a path, as its segments in lower case: escapes
+/// decoded (twice, for double encoding), Unicode folded to ASCII ([`fold_to_ascii`]: NFKC
+/// may turn `／`, `＼` or `‥` into separators and dot segments, so folding comes before
+/// splitting), `\` a separator, `;` parameters cut, whitespace and controls trimmed from
+/// both ends and dots from the end, segments left empty dropped (Spring's `trimTokens`),
+/// `.` and `..` resolved.
+pub fn loose_reading(path: &str) -> Vec<String> {
+    let once = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let twice = percent_encoding::percent_decode_str(&once).decode_utf8_lossy();
+    let folded = fold_to_ascii(&twice);
+    let mut out: Vec<String> = Vec::new();
+    let junk = |c: char| c.is_ascii_whitespace() || c.is_ascii_control();
+    for raw in folded.split(['/', '\\']) {
+        let segment = raw.split(';').next().unwrap_or_default().trim_matches(junk);
+        match segment {
+            "." => continue,
+            ".." => {
+                out.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let segment = segment.trim_end_matches(|c: char| c == '.' || junk(c));
+        if !segment.is_empty() {
+            out.push(segment.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 /// `text` as backends that fold Unicode compare it: compatibility forms (fullwidth,
@@ -234,6 +264,11 @@ pub fn fold_to_ascii(text: &str) -> Cow<'_, str> {
         .flat_map(char::to_lowercase)
         .collect();
     Cow::Owned(mapped.nfkd().filter(char::is_ascii).collect())
+}
+
+/// A byte a lenient backend reads as it is (up to ASCII case).
+fn is_plain_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~')
 }
 
 fn trim_one_slash(path: &str) -> &str {

@@ -251,11 +251,15 @@ fn tenant<'a>(
     let Some(param) = param else {
         return Some(Cow::Borrowed(DEFAULT_TENANT));
     };
+    // `client[]`, `client[0]` (PHP, qs, Rack) and `Client` name it too, and `;`
+    // separates parameters for some (Rack 2, older Python).
     let named = |key: &str| {
+        let key = key.split('[').next().unwrap_or_default();
         key.eq_ignore_ascii_case(param) || fold_to_ascii(key).trim().eq_ignore_ascii_case(param)
     };
     let mut in_query = query
         .into_iter()
+        .flat_map(|q| q.split(';'))
         .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
         .filter(|(key, _)| named(key))
         .map(|(_, value)| value);
