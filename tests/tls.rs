@@ -597,6 +597,8 @@ fn curl_h2(port: u16, ca_file: &std::path::Path, path: &str) -> Command {
     let mut cmd = Command::new("curl");
     cmd.args([
         "-sS",
+        "--max-time",
+        &PATIENCE.as_secs().to_string(),
         "--http2",
         "--resolve",
         &format!("localhost:{port}:127.0.0.1"),
@@ -660,9 +662,10 @@ async fn curl_over_h2_shows_every_refusal_of_a_small_post() {
     );
 }
 
-/// A large refused upload is still cut short: curl streams 1 MiB from a pipe that never
-/// ends, and gets its answer (the 401, or the stream reset right after it) without the
-/// gateway waiting for the rest; nothing reaches the upstream.
+/// A large refused upload is still cut short: curl streams a body that never ends (1 MiB
+/// and more, for as long as curl takes it) and gets its answer, the 401 or the stream
+/// reset right after it, without the gateway waiting for the rest; nothing reaches the
+/// upstream.
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_over_h2_gets_a_large_refused_upload_cut_short() {
     if !curl_with_http2() {
@@ -672,7 +675,7 @@ async fn curl_over_h2_gets_a_large_refused_upload_cut_short() {
         gw, seen, ca_file, ..
     } = refusing_tls_gateway().await;
     let port = gw.proxy.port();
-    let output = within(
+    let (output, offered) = within(
         "curl to give up on its upload",
         tokio::task::spawn_blocking(move || {
             let mut child = curl_h2(port, &ca_file, BATCH)
@@ -683,15 +686,19 @@ async fn curl_over_h2_gets_a_large_refused_upload_cut_short() {
                 .spawn()
                 .unwrap();
             let mut stdin = child.stdin.take().unwrap();
-            // The pipe stays open until curl has exited: the body never ends.
+            // Fed until curl exits: curl blocks reading its stdin, so a pipe left open
+            // but empty would keep it from ever seeing the answer.
             let feeder = std::thread::spawn(move || {
                 use std::io::Write;
-                let _ = stdin.write_all(&vec![b'a'; 1 << 20]);
-                stdin
+                let chunk = vec![b'a'; 64 * 1024];
+                let mut offered = 0usize;
+                while stdin.write_all(&chunk).is_ok() {
+                    offered += chunk.len();
+                }
+                offered
             });
             let output = child.wait_with_output().unwrap();
-            drop(feeder.join().unwrap());
-            output
+            (output, feeder.join().unwrap())
         }),
     )
     .await
@@ -700,7 +707,7 @@ async fn curl_over_h2_gets_a_large_refused_upload_cut_short() {
     assert!(
         // curl 7.88 reports the reset (92) rather than the 401 that came before it.
         shown.starts_with("401 2") || matches!(output.status.code(), Some(16 | 55 | 92)),
-        "{shown}"
+        "{shown} ({offered} bytes offered)"
     );
     assert_eq!(
         seen.load(Ordering::SeqCst),
@@ -737,4 +744,77 @@ async fn a_refused_h2_upload_declaring_a_large_length_is_answered_before_its_bod
         0,
         "nothing reached the upstream"
     );
+}
+
+/// A head over `max_header_bytes` gets the gateway's JSON 431 over TLS too, on both
+/// protocols: HTTP/1.1 (hyper's own empty 431 replaced above TLS, where the bytes are
+/// plain) and HTTP/2 (answered by the gateway, the stream ending cleanly).
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_reads_the_json_431_for_an_oversized_head_over_tls() {
+    if !curl_with_http2() {
+        return;
+    }
+    let upstream = Upstream::start(|_req| async { Response::new(full("forwarded")) }).await;
+    let ca = TestCa::new("gateway CA");
+    let leaf = ca.leaf("gateway", &["localhost"]);
+    let gw = tls_gateway(upstream.addr, &leaf, "limits: { max_header_bytes: 16384 }").await;
+    let ca_file = gw.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = gw.proxy.port();
+    let big = format!("x-big: {}", "a".repeat(20_000));
+    let runs = within(
+        "curl",
+        tokio::task::spawn_blocking(move || {
+            ["--http1.1", "--http2"].map(|version| {
+                let output = Command::new("curl")
+                    .args([
+                        "-sS",
+                        version,
+                        "--resolve",
+                        &format!("localhost:{port}:127.0.0.1"),
+                    ])
+                    .arg("--cacert")
+                    .arg(&ca_file)
+                    .args(["--max-time", &PATIENCE.as_secs().to_string()])
+                    .args([
+                        "-H",
+                        &big,
+                        "-D",
+                        "-",
+                        "-w",
+                        "\n%{http_code} %{http_version}",
+                    ])
+                    .arg(format!(
+                        "https://localhost:{port}/rest/v1/profiles/p1?client=acme"
+                    ))
+                    .output()
+                    .unwrap();
+                (version, output)
+            })
+        }),
+    )
+    .await
+    .unwrap();
+    for (version, output) in runs {
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{version}: {}", shown(&output));
+        let (response, shown) = text.rsplit_once('\n').unwrap();
+        let expected = if version == "--http2" {
+            "431 2"
+        } else {
+            "431 1.1"
+        };
+        assert_eq!(shown, expected, "{version}: {text}");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{version}: {head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            body["error"], "request_header_fields_too_large",
+            "{version}"
+        );
+    }
 }
