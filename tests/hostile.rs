@@ -80,6 +80,24 @@ impl Answer {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status line in {:?}", self.text))
     }
+
+    /// The head's lines after the status line, names lower-cased.
+    fn headers(&self) -> Vec<String> {
+        let head = self.text.split("\r\n\r\n").next().unwrap_or("");
+        head.split("\r\n")
+            .skip(1)
+            .map(|line| match line.split_once(':') {
+                Some((name, value)) => format!("{}: {}", name.to_ascii_lowercase(), value.trim()),
+                None => line.to_string(),
+            })
+            .collect()
+    }
+
+    /// The body of a lone response, as JSON.
+    fn json(&self) -> serde_json::Value {
+        let (_, body) = self.text.split_once("\r\n\r\n").expect("a complete head");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {:?}", self.text))
+    }
 }
 
 /// Sends `bytes`, reads until the gateway closes or `quiet` passes without more bytes
@@ -304,10 +322,68 @@ async fn heads_over_the_limits_are_431() {
         ("all headers", total),
         ("header count", count),
     ] {
-        let answer = exchange(gw.proxy, req.as_bytes()).await;
-        assert_eq!(answer.status(), 431, "{what}: {}", answer.text);
-        assert!(answer.closed, "{what}");
+        for (listener, addr) in [("proxy", gw.proxy), ("admin", gw.admin)] {
+            let what = format!("{what} on the {listener} listener");
+            let answer = exchange(addr, req.as_bytes()).await;
+            assert_gateways_431(&answer, &what);
+        }
     }
+    assert!(seen.lock().is_empty());
+}
+
+/// The gateway's JSON 431, like every other error it answers, not hyper's empty one.
+fn assert_gateways_431(answer: &Answer, what: &str) {
+    assert_eq!(answer.status(), 431, "{what}: {}", answer.text);
+    assert!(answer.closed, "{what}");
+    let headers = answer.headers();
+    for line in ["content-type: application/json", "connection: close"] {
+        assert!(
+            headers.iter().any(|h| h == line),
+            "{what}: {line} in {headers:?}"
+        );
+    }
+    let body = answer.json();
+    assert_eq!(body["error"], "request_header_fields_too_large", "{what}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}"
+    );
+}
+
+/// Regression: hyper answered a head over `max_header_bytes` with an empty 431 of its
+/// own. A head that fills the limit exactly, and one sent in many small writes, get the
+/// gateway's JSON one.
+#[tokio::test]
+async fn an_oversized_head_gets_the_gateways_json_431() {
+    let (up, seen) = upstream().await;
+    let gw = Gateway::start(up.addr, "limits: { max_header_bytes: 8192 }\n").await;
+    // Exactly the limit and no end of head: the gateway reads every byte sent.
+    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ".to_vec();
+    head.resize(8192, b'a');
+    let answer = exchange(gw.proxy, &head).await;
+    assert_gateways_431(&answer, "a head filling the limit");
+
+    let mut stream = TcpStream::connect(gw.proxy).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    for i in 0.. {
+        let line = format!("X-{i}: {}\r\n", "a".repeat(100));
+        if stream.write_all(line.as_bytes()).await.is_err() {
+            break; // the gateway answered and closed
+        }
+        if i == 200 {
+            break;
+        }
+    }
+    let _ = within("the 431 and the close", stream.read_to_end(&mut answer)).await;
+    let answer = Answer {
+        text: String::from_utf8_lossy(&answer).into_owned(),
+        closed: true,
+    };
+    assert_gateways_431(&answer, "a head sent line by line");
     assert!(seen.lock().is_empty());
 }
 

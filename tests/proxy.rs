@@ -221,6 +221,57 @@ async fn oversized_request_head_is_a_431() {
     assert_eq!(response.status(), StatusCode::CREATED);
 }
 
+/// HTTP/2 counts a head as its field list (RFC 9113 §6.5.2); one over `max_header_bytes`
+/// gets the gateway's JSON 431 like every other error, on a connection that stays
+/// usable, and is never forwarded. (h2 itself only answers lists over twice the limit,
+/// with a bare 431 and a reset stream.)
+#[tokio::test]
+async fn an_http2_head_over_the_limit_is_the_gateways_json_431() {
+    let (upstream, seen) = recording_upstream().await;
+    let gw = Gateway::start(upstream.addr, "limits: { max_header_bytes: 16384 }\n").await;
+    let client = h2c_client();
+    let get = |big: usize| {
+        Request::get(gw.url("/rest/v1/profiles/p1?client=acme"))
+            .header("x-big", "a".repeat(big))
+            .body(full(""))
+            .unwrap()
+    };
+    for (what, big) in [("one field", 20_000), ("just over", 16_384)] {
+        let response = within("h2 GET", client.request(get(big))).await.unwrap();
+        assert_eq!(response.version(), Version::HTTP_2, "{what}");
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{what}"
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{what}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(body["error"], "request_header_fields_too_large", "{what}");
+    }
+    let many = (0..400).fold(
+        Request::get(gw.url("/rest/v1/profiles/p1?client=acme")),
+        |req, i| req.header(format!("x-{i}"), "a".repeat(10)),
+    );
+    let response = within("h2 GET", client.request(many.body(full("")).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "many fields"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+
+    // The same connection goes on; a head under the limit is forwarded.
+    let response = within("h2 GET", client.request(get(15_000))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_client_trickling_its_head_is_cut_off() {
     let (upstream, seen) = recording_upstream().await;

@@ -48,6 +48,9 @@ pub enum GatewayError {
     ClientTimeout,
     #[error("unsupported transfer coding")]
     UnsupportedTransferCoding,
+    /// The request head is over `limits.max_header_bytes` (or has too many fields).
+    #[error("request head over the limit")]
+    HeadTooLarge,
     #[error("admin key missing or unknown")]
     AdminUnauthenticated,
     #[error("admin key lacks the role")]
@@ -187,6 +190,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => Reply::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is over the limit for this route"),
             GatewayError::ClientTimeout => Reply::new(S::REQUEST_TIMEOUT, "request_timeout", "the request body stopped arriving").closing(),
             GatewayError::UnsupportedTransferCoding => Reply::new(S::NOT_IMPLEMENTED, "not_implemented", "only the chunked transfer coding is supported").closing(),
+            GatewayError::HeadTooLarge => Reply::new(S::REQUEST_HEADER_FIELDS_TOO_LARGE, "request_header_fields_too_large", "the request head is too large: too long, or too many header fields").closing(),
             GatewayError::AdminUnauthenticated => Reply::new(S::UNAUTHORIZED, "unauthorized", "a valid admin key is required as Authorization: Bearer").challenge(BEARER_ADMIN),
             GatewayError::AdminForbidden => Reply::new(S::FORBIDDEN, "forbidden", "this admin key's role may not do this"),
             GatewayError::InvalidField { field, message } => Reply::new(S::BAD_REQUEST, "invalid_request", format!("{field}: {message}")).with("field", *field),

@@ -10,6 +10,7 @@
 //! failure is a [`GatewayError`], turned into a response in one place,
 //! [`GatewayError::into_response`].
 
+mod drain;
 mod exchange;
 mod headers;
 
@@ -138,7 +139,13 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut head, body) = req.into_parts();
-        let admitted = self.admit(&mut head, peer, exchange)?;
+        let admitted = match self.admit(&mut head, peer, exchange) {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                drain::discard(&head, body, self.body_read_timeout).await;
+                return Err(e);
+            }
+        };
         let counter = exchange.log.as_ref().map(|log| log.bytes_in.clone());
         let body =
             RequestBody::new(body, admitted.body_limit, self.body_read_timeout).counting(counter);

@@ -24,7 +24,11 @@
 //! On shutdown the accept loop stops (the listening socket closes, new connections are
 //! refused) and every connection is asked to finish gracefully; the caller bounds the
 //! drain and cancels `force` when it runs out.
+//!
+//! A request head over `max_header_bytes` gets the gateway's JSON 431 on HTTP/1.1 and
+//! HTTP/2 alike (`head_limit`), not the bare one hyper and h2 write themselves.
 
+mod head_limit;
 mod watchdog;
 
 use std::convert::Infallible;
@@ -50,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
+use crate::error::GatewayError;
 pub use watchdog::Guarded;
 use watchdog::{ConnState, Expiry, RequestGuard, Watched};
 
@@ -148,7 +153,7 @@ pub async fn serve<H: Handler>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(opts.max_header_bytes as u32);
+        .max_header_list_size(head_limit::h2_max_header_list_size(opts.max_header_bytes));
     let builder = Arc::new(builder);
     loop {
         // Waiting for a permit before accepting leaves extra connections in the
@@ -197,21 +202,15 @@ async fn serve_connection<H: Handler>(
     if let Some(g) = &opts.open_connections {
         g.increment(1.0);
     }
-    let service = service(
-        handler,
-        Peer::new(peer),
-        state.clone(),
-        opts.in_flight.clone(),
-    );
+    let service = service(handler, Peer::new(peer), state.clone(), opts);
     let watched = Watched {
         inner: stream,
         state: state.clone(),
     };
     // The TLS handshake, if any, runs on the first read below, under the head clock.
-    let io = TokioIo::new(crate::tls::ServerStream::new(
-        watched,
-        opts.tls.as_deref(),
-        peer,
+    let io = TokioIo::new(head_limit::Answering::new(
+        crate::tls::ServerStream::new(watched, opts.tls.as_deref(), peer),
+        state.clone(),
     ));
     let conn = builder.serve_connection(io, service);
     watch(conn, peer, &state, opts, life).await;
@@ -277,7 +276,7 @@ fn service<H: Handler>(
     handler: Arc<H>,
     peer: Peer,
     state: Arc<ConnState>,
-    in_flight: Option<Gauge>,
+    opts: &ServeOptions,
 ) -> impl Service<
     Request<Incoming>,
     Response = Response<Guarded<Body>>,
@@ -285,18 +284,27 @@ fn service<H: Handler>(
     Future = impl Future<Output = Result<Response<Guarded<Body>>, Infallible>> + Send,
 > + Clone {
     let peer = Arc::new(peer);
+    let in_flight = opts.in_flight.clone();
+    let max_header_bytes = opts.max_header_bytes;
     service_fn(move |req: Request<Incoming>| {
-        if req.version() == http::Version::HTTP_2 {
+        let h2 = req.version() == http::Version::HTTP_2;
+        if h2 {
             state.is_h2.store(true, Ordering::Relaxed);
         }
+        // An HTTP/1.1 head over the limit never gets here: hyper refuses it.
+        let too_large = h2 && head_limit::h2_field_list_size(&req) > max_header_bytes;
         let guard = RequestGuard::start(state.clone(), in_flight.clone());
         let handler = handler.clone();
         let peer = peer.clone();
         async move {
-            // Boxed per request: hyper keeps one allocation of the service future's size
-            // for each connection, idle or not, and the handler's future is kilobytes; a
-            // short-lived box costs one malloc per request instead.
-            let response = Box::pin(handler.handle(req, &peer)).await;
+            let response = if too_large {
+                GatewayError::HeadTooLarge.into_response()
+            } else {
+                // Boxed per request: hyper keeps one allocation of the service future's
+                // size for each connection, idle or not, and the handler's future is
+                // kilobytes; a short-lived box costs one malloc per request instead.
+                Box::pin(handler.handle(req, &peer)).await
+            };
             Ok::<_, Infallible>(response.map(|body| Guarded::new(body, guard)))
         }
     })

@@ -78,6 +78,12 @@ impl ConnState {
         }
     }
 
+    /// No request is in flight and the connection is not HTTP/2: whatever hyper writes
+    /// now is hyper's own, not a handler's response.
+    pub(super) fn between_http1_requests(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && !self.is_h2.load(Ordering::Relaxed)
+    }
+
     /// Bytes arrived. On an idle HTTP/1 connection they start a request head. HTTP/2
     /// connections also carry control frames (window updates, pings) between requests,
     /// so only their first request is held to the head clock.
