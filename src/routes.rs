@@ -7,14 +7,17 @@
 //! case. A route without methods covers every method; methods compare
 //! case-insensitively (Werkzeug upper-cases `post`).
 //!
-//! Loose matching ([`RouteTable::loosely_matches`]) reads each segment as the sloppiest
-//! backends do: percent-escapes decoded, non-ASCII text folded (NFKC, Unicode case
-//! mapping, accents and other marks dropped, then any non-ASCII character left out:
-//! Java's `equalsIgnoreCase` takes `İ` for `i`, MySQL's collations ignore accents and
-//! zero-width characters), whitespace, controls and NBSP trimmed from both ends, trailing
-//! dots trimmed, ASCII case ignored; the final literal also matches with a `.suffix`
-//! (Spring's suffix patterns). A path that matches a template only loosely is refused by
-//! the decision: no spelling of a protected route reaches the backend unchecked.
+//! Loose matching ([`RouteTable::loosely_matches`]) reads the path as the sloppiest
+//! backends do ([`loose_reading`]): escapes decoded (twice), non-ASCII text folded
+//! before the path is split (NFKC, Unicode case mapping, accents and other marks dropped,
+//! then any non-ASCII character left out: Java's `equalsIgnoreCase` takes `İ` for `i`,
+//! MySQL's collations ignore accents and zero-width characters, and NFKC turns `／` into
+//! `/`), `\` a separator, `;` parameters cut, whitespace, controls and NBSP trimmed from
+//! both ends of a segment and dots from its end, segments left empty dropped, dot
+//! segments resolved, ASCII case ignored; the final literal also matches with a
+//! `.suffix` (Spring's suffix patterns). A path that matches a template only loosely is
+//! refused by the decision: no spelling of a protected route reaches the backend
+//! unchecked.
 
 use std::borrow::Cow;
 
