@@ -25,6 +25,7 @@
 //! refused) and every connection is asked to finish gracefully; the caller bounds the
 //! drain and cancels `force` when it runs out.
 
+pub mod proxy_protocol;
 mod watchdog;
 
 use std::convert::Infallible;
@@ -107,6 +108,8 @@ pub struct ServeOptions {
     pub closed_send_timeout: Option<Counter>,
     /// TLS on this listener; plain TCP when `None`.
     pub tls: Option<Arc<crate::tls::Acceptor>>,
+    /// PROXY protocol on this listener (off by default).
+    pub proxy_protocol: proxy_protocol::Settings,
 }
 
 impl ServeOptions {
@@ -197,24 +200,22 @@ async fn serve_connection<H: Handler>(
     if let Some(g) = &opts.open_connections {
         g.increment(1.0);
     }
-    let service = service(
-        handler,
-        Peer::new(peer),
-        state.clone(),
-        opts.in_flight.clone(),
-    );
     let watched = Watched {
         inner: stream,
         state: state.clone(),
     };
-    // The TLS handshake, if any, runs on the first read below, under the head clock.
-    let io = TokioIo::new(crate::tls::ServerStream::new(
-        watched,
-        opts.tls.as_deref(),
-        peer,
-    ));
-    let conn = builder.serve_connection(io, service);
-    watch(conn, peer, &state, opts, life).await;
+    // The PROXY header, if the listener takes one, comes first, on the head clock.
+    if let Some((watched, client)) = proxy_protocol::open(watched, peer, opts, &life.force).await {
+        let service = service(handler, client, state.clone(), opts.in_flight.clone());
+        // The TLS handshake, if any, runs on the first read below, under the head clock.
+        let io = TokioIo::new(crate::tls::ServerStream::new(
+            watched,
+            opts.tls.as_deref(),
+            peer,
+        ));
+        let conn = builder.serve_connection(io, service);
+        watch(conn, peer, &state, opts, life).await;
+    }
     if let Some(g) = &opts.open_connections {
         g.decrement(1.0);
     }
