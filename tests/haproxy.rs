@@ -90,7 +90,9 @@ async fn haproxy_health_checks_send_local_and_keep_haproxy_as_the_client() {
     }
     let (up, mut seen) = upstream().await;
     let gw = gateway(&up, "require", "127.0.0.1/32").await;
-    // With send-proxy-v2 and no check port, the checks carry a PROXY v2 LOCAL header.
+    // With send-proxy-v2 and no check port, HAProxy 2.6 sends each check behind a v2
+    // LOCAL header (`…QUIT\n \x00\x00\x00`: command LOCAL, no addresses), which
+    // `require` lets through with HAProxy itself as the client.
     let _haproxy = HaProxy::start(
         "tcp",
         &format!(
@@ -132,12 +134,8 @@ async fn http_mode_with_forwardfor_passes_the_client_address() {
         &format!("  option forwardfor\n  server gw {}", gw.proxy),
     );
     let body = get_from_127_0_0_2(haproxy.addr, "/p").await.unwrap();
-    // HAProxy's X-Forwarded-For names the client; the gateway appends its own peer
-    // (HAProxy), so the first element is the client either way.
+    // HAProxy's X-Forwarded-For names the client; the gateway keeps it and appends its
+    // own peer (HAProxy). Trusting HAProxy's list is the proxy headers' rule, not this.
     let xff = body.strip_prefix("xff=").unwrap();
-    assert_eq!(
-        xff.split(',').next().map(str::trim),
-        Some("127.0.0.2"),
-        "{body}"
-    );
+    assert!(xff.split(',').any(|a| a.trim() == "127.0.0.2"), "{body}");
 }
