@@ -367,3 +367,49 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// The first answer that is not `Incomplete` when `data` arrives one byte at a time,
+/// as the reader parses again after every read.
+fn dribbled(version: Version, data: &[u8]) -> Parsed {
+    (1..=data.len())
+        .filter(|&n| start(&data[..n]) == Start::Header(version))
+        .map(|n| parse(version, &data[..n]))
+        .find(|p| *p != Parsed::Incomplete)
+        .unwrap_or(Parsed::Incomplete)
+}
+
+fn signed_input() -> impl Strategy<Value = Vec<u8>> {
+    let header = prop_oneof![
+        Just(V1_TCP4.to_vec()),
+        Just(b"PROXY UNKNOWN\r\n".to_vec()),
+        Just(v2(Command::Proxy, "192.0.2.7:51234", "198.51.100.1:443")),
+        Just(v2(Command::Local, "[2001:db8::7]:1", "[2001:db8::1]:2")),
+        Just(V1_SIGNATURE.to_vec()),
+        Just(V2_SIGNATURE.to_vec()),
+    ];
+    (
+        header,
+        any::<prop::sample::Index>(),
+        proptest::collection::vec(any::<u8>(), 0..130),
+    )
+        .prop_map(|(mut header, cut, tail)| {
+            // Keep the signature, cut or keep the rest, then anything.
+            let sig = if header.starts_with(V1_SIGNATURE) {
+                6
+            } else {
+                12
+            };
+            let keep = sig + cut.index(header.len() - sig + 1);
+            header.truncate(keep);
+            header.extend(tail);
+            header
+        })
+}
+
+proptest! {
+    #[test]
+    fn byte_by_byte_or_at_once_gives_one_answer(data in signed_input()) {
+        let Start::Header(version) = start(&data) else { panic!("signed") };
+        prop_assert_eq!(dribbled(version, &data), parse(version, &data), "{}", data.escape_ascii());
+    }
+}
