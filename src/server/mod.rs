@@ -11,6 +11,10 @@
 //! - **send timeout**: a write to the client that stays blocked for `send_timeout`
 //!   (a client that stopped reading) drops the connection.
 //!
+//! On a listener with `listen.proxy_protocol` on, [`proxy_protocol::open`] first reads the
+//! PROXY header (before TLS and hyper, on the same head clock from accept) and names the
+//! connection's client.
+//!
 //! hyper's own `header_read_timeout` starts as soon as a keep-alive connection waits for
 //! its next request, which would close idle load-balancer connections after a few
 //! seconds; keeping the clocks apart lets `idle_timeout` exceed the load balancer's.
