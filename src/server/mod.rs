@@ -11,7 +11,7 @@
 //! - **send timeout**: a write to the client that stays blocked for `send_timeout`
 //!   (a client that stopped reading) drops the connection.
 //!
-//! On a listener with `listen.proxy_protocol` on, [`proxy_protocol::open`] first reads the
+//! On a listener with `listen.proxy_protocol` on, [`proxy_protocol`] first reads the
 //! PROXY header (before TLS and hyper, on the same head clock from accept) and names the
 //! connection's client.
 //!

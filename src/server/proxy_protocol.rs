@@ -1,7 +1,7 @@
 //! The PROXY protocol (v1 text, v2 binary) on the proxy listener: a load balancer in TCP
 //! mode says, before anything else on the connection, which client it carries.
 //!
-//! [`open`] runs first on each accepted socket, before TLS and hyper, on the head clock
+//! `open` runs first on each accepted socket, before TLS and hyper, on the head clock
 //! (the PROXY header, the TLS handshake and the first request head share one deadline,
 //! `header_read_timeout` from accept, so half a header is cut off like a slowloris).
 //! Per `listen.proxy_protocol`:
