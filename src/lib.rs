@@ -142,7 +142,7 @@ pub async fn run_with_reload(
     let acceptors = Arc::new(tls::Acceptors::load(&config.tls)?);
     let proxy_metrics = metrics::ProxyMetrics::new();
     let readiness = Arc::new(Readiness::default());
-    let (proxy_opts, admin_opts) = serve_options(&config.limits, &proxy_metrics, &acceptors);
+    let (proxy_opts, admin_opts) = serve_options(&config, &proxy_metrics, &acceptors);
     let access_log = access_log::AccessLogger::open(&config.access_log)?.map(Arc::new);
     let proxy = Arc::new(Proxy::new(
         &config,
@@ -195,13 +195,14 @@ pub async fn run_with_reload(
     Ok(())
 }
 
-/// The proxy listener's connection limits and metrics, and the admin listener's (the
-/// same clocks, fewer connections, no proxy metrics).
+/// The proxy listener's connection limits, metrics and PROXY protocol, and the admin
+/// listener's (the same clocks, fewer connections, no proxy metrics, no PROXY protocol).
 fn serve_options(
-    limits: &config::Limits,
+    config: &Config,
     metrics: &metrics::ProxyMetrics,
     acceptors: &tls::Acceptors,
 ) -> (ServeOptions, ServeOptions) {
+    let limits = &config.limits;
     let proxy = ServeOptions {
         header_read_timeout: limits.header_read_timeout,
         idle_timeout: limits.idle_timeout,
@@ -214,6 +215,10 @@ fn serve_options(
         closed_idle: Some(metrics.closed_idle.clone()),
         closed_send_timeout: Some(metrics.closed_send_timeout.clone()),
         tls: acceptors.proxy.clone(),
+        proxy_protocol: server::proxy_protocol::Settings::new(
+            config.listen.proxy_protocol,
+            Arc::new(config.trusted_proxies.clone()),
+        ),
     };
     let admin = ServeOptions {
         max_connections: 256,
@@ -223,6 +228,7 @@ fn serve_options(
         closed_idle: None,
         closed_send_timeout: None,
         tls: acceptors.admin.clone(),
+        proxy_protocol: server::proxy_protocol::Settings::default(),
         ..proxy.clone()
     };
     (proxy, admin)

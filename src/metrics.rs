@@ -23,6 +23,9 @@ pub const IN_FLIGHT: &str = "authgate_requests_in_flight";
 pub const OPEN_CONNECTIONS: &str = "authgate_open_connections";
 /// Connections closed by the gateway, by `reason` (`header_timeout`, `idle`, `send_timeout`).
 pub const CONNECTIONS_CLOSED: &str = "authgate_connections_closed_total";
+/// Connections the proxy listener closed over their PROXY protocol header, by `reason`
+/// (`untrusted`, `missing`, `malformed`, `truncated`).
+pub const PROXY_PROTOCOL_REJECTED: &str = "authgate_proxy_protocol_rejected_total";
 
 /// Auth decisions on protected routes, by `tenant` and `reason` (see [`AUTH_REASONS`]).
 /// Only tenants with stored state get their own label; the rest share `tenant="_other"`,

@@ -11,6 +11,10 @@
 //! - **send timeout**: a write to the client that stays blocked for `send_timeout`
 //!   (a client that stopped reading) drops the connection.
 //!
+//! On a listener with `listen.proxy_protocol` on, [`proxy_protocol`] first reads the
+//! PROXY header (before TLS and hyper, on the same head clock from accept) and names the
+//! connection's client.
+//!
 //! hyper's own `header_read_timeout` starts as soon as a keep-alive connection waits for
 //! its next request, which would close idle load-balancer connections after a few
 //! seconds; keeping the clocks apart lets `idle_timeout` exceed the load balancer's.
@@ -29,6 +33,7 @@
 //! HTTP/2 alike (`head_limit`), not the bare one hyper and h2 write themselves.
 
 mod head_limit;
+pub mod proxy_protocol;
 mod watchdog;
 
 use std::convert::Infallible;
@@ -112,6 +117,8 @@ pub struct ServeOptions {
     pub closed_send_timeout: Option<Counter>,
     /// TLS on this listener; plain TCP when `None`.
     pub tls: Option<Arc<crate::tls::Acceptor>>,
+    /// PROXY protocol on this listener (off by default).
+    pub proxy_protocol: proxy_protocol::Settings,
 }
 
 impl ServeOptions {
@@ -202,18 +209,21 @@ async fn serve_connection<H: Handler>(
     if let Some(g) = &opts.open_connections {
         g.increment(1.0);
     }
-    let service = service(handler, Peer::new(peer), state.clone(), opts);
     let watched = Watched {
         inner: stream,
         state: state.clone(),
     };
-    // The TLS handshake, if any, runs on the first read below, under the head clock.
-    let io = TokioIo::new(head_limit::Answering::new(
-        crate::tls::ServerStream::new(watched, opts.tls.as_deref(), peer),
-        state.clone(),
-    ));
-    let conn = builder.serve_connection(io, service);
-    watch(conn, peer, &state, opts, life).await;
+    // The PROXY header, if the listener takes one, comes first, on the head clock.
+    if let Some((watched, client)) = proxy_protocol::open(watched, peer, opts, &life.force).await {
+        let service = service(handler, client, state.clone(), opts);
+        // The TLS handshake, if any, runs on the first read below, under the head clock.
+        let io = TokioIo::new(head_limit::Answering::new(
+            crate::tls::ServerStream::new(watched, opts.tls.as_deref(), peer),
+            state.clone(),
+        ));
+        let conn = builder.serve_connection(io, service);
+        watch(conn, peer, &state, opts, life).await;
+    }
     if let Some(g) = &opts.open_connections {
         g.decrement(1.0);
     }
