@@ -47,8 +47,9 @@ pub struct Record {
     pub decision: Option<&'static str>,
     pub token_id: Option<String>,
     pub trace_id: Option<String>,
-    /// Whether the response body was sent to its end (false: the client went away, or
-    /// the upstream's body broke off).
+    /// Whether the exchange completed: false when the request body broke off (the client
+    /// went away mid-upload, or sent a broken body), when the client went away before
+    /// the response's end, or when the upstream's body broke off.
     pub complete: bool,
 }
 

@@ -45,6 +45,9 @@ pub struct Logged {
     pub upstream_ms: Option<f64>,
     trace_id: Option<String>,
     pub bytes_in: Arc<AtomicU64>,
+    /// The request body broke off (the client went away mid-upload, or sent a broken
+    /// body): the exchange is incomplete whatever happens to the response.
+    pub request_broken: bool,
 }
 
 impl Exchange {
@@ -77,6 +80,7 @@ impl Exchange {
                 upstream_ms: None,
                 trace_id: trace_id(req.headers()),
                 bytes_in: Arc::new(AtomicU64::new(0)),
+                request_broken: false,
             })
         });
         Exchange {
@@ -139,7 +143,7 @@ impl OnEnd for Pending {
             decision: log.decision,
             token_id: log.token_id,
             trace_id: log.trace_id,
-            complete,
+            complete: complete && !log.request_broken,
         };
         logger.write(&record);
     }

@@ -76,7 +76,12 @@ impl Handler for Proxy {
         );
         let mut response = match self.serve(req, peer, &mut exchange).await {
             Ok(response) => response,
-            Err(e) => e.into_response_for(exchange.request_id.to_str().unwrap_or_default()),
+            Err(e) => {
+                if let (GatewayError::ClientBody(_), Some(log)) = (&e, &mut exchange.log) {
+                    log.request_broken = true;
+                }
+                e.into_response_for(exchange.request_id.to_str().unwrap_or_default())
+            }
         };
         let status = response.status();
         self.metrics.request(exchange.class, status);
