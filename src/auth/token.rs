@@ -55,6 +55,13 @@ impl Digest {
         hex::encode(&self.0[..6])
     }
 
+    /// [`Self::id`] without an allocation, for the access log.
+    pub fn id_bytes(&self) -> [u8; 12] {
+        let mut id = [0; 12];
+        hex::encode_to_slice(&self.0[..6], &mut id).expect("12 hex digits for 6 bytes");
+        id
+    }
+
     /// A longer public handle: `sha256:` and the first 16 digest bytes in hex. Knowing it
     /// does not help to find the token (it is a hash of 256 random bits).
     pub fn fingerprint(&self) -> String {

@@ -169,13 +169,15 @@ impl Proxy {
         check_framing(head)?;
         let (outcome, rewritten) = {
             let snapshot = self.state.snapshot();
-            let decision = decide(&self.routes, &snapshot, head, crate::time::now_ms());
+            let mut decision = decide(&self.routes, &snapshot, head, crate::time::now_ms());
             exchange.class = decision.class;
             if let Some(log) = &mut exchange.log {
-                log.path = decision.path.to_string();
-                log.tenant = decision.tenant.clone();
+                if let Cow::Owned(path) = &decision.path {
+                    log.path = Some(path.clone());
+                }
+                log.tenant = decision.tenant.take();
                 log.decision = decision.outcome.label();
-                log.token_id = decision.token.map(|t| t.digest.id());
+                log.token_id = decision.token.map(|t| t.digest.id_bytes());
             }
             if let Some(reason) = decision.outcome.reason() {
                 let counters = decision.counters.unwrap_or(&self.metrics.other_tenant);
