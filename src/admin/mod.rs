@@ -11,6 +11,7 @@
 //! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke;
 //! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
 //! - `GET /admin/v1/cluster` (viewer): the Redis epoch, revision and replicas' leases;
+//! - `GET /admin/v1/openapi.json` (viewer): the OpenAPI 3.1 document of all this ([`openapi`]);
 //! - `POST /admin/v1/reload-tls` (approver): re-read the TLS certificates ([`reload`]);
 //! - `GET /admin/ui/…` (no key): the admin web page ([`ui`]); `/admin/` redirects there.
 //!
@@ -25,6 +26,7 @@
 
 pub mod api;
 mod endpoints;
+mod openapi;
 mod reload;
 mod routes;
 pub mod ui;
@@ -157,6 +159,7 @@ impl Admin {
             Endpoint::RevokeToken => self.revoke_token(headers, &params.tenant).await,
             Endpoint::WhoAmI => self.whoami(headers),
             Endpoint::Cluster => self.cluster(headers).await,
+            Endpoint::OpenApi => self.openapi(headers),
             Endpoint::ReloadTls => self.reload_tls(headers),
             Endpoint::UiAsset => ui::asset(&params.asset).ok_or(GatewayError::NotFound),
             Endpoint::UiRedirect => Ok(ui::redirect()),
