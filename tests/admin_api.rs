@@ -108,6 +108,9 @@ async fn bad_bodies_are_400_naming_the_field() {
         ("POST", r#"{"expires_in":0}"#, "expires_in"),
         ("POST", r#"{"expires_in":-5}"#, "expires_in"),
         ("POST", r#"{"expires_in":1.5}"#, "expires_in"),
+        ("POST", r#"{"expires_in":7201.0}"#, "expires_in"),
+        ("POST", r#"{"expires_in":1e300}"#, "expires_in"),
+        ("POST", r#"{"expires_in":-0.0}"#, "expires_in"),
         ("POST", r#"{"expires_in":"60"}"#, "expires_in"),
         ("POST", r#"{"expires_in":7201}"#, "expires_in"),
         ("POST", r#"{"expires_in":60,"scope":"all"}"#, "body"),
@@ -136,6 +139,13 @@ async fn bad_bodies_are_400_naming_the_field() {
     let (status, answer) = call(&gw, "POST", TOKEN, key, Some(r#"{"expires_in":7200}"#)).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(answer["expires_in"], 7200);
+    // A whole number is one however JSON writes it (JSON Schema's `integer` agrees).
+    for spelling in ["3600.0", "3.6e3", "36E2"] {
+        let body = format!(r#"{{"expires_in":{spelling}}}"#);
+        let (status, answer) = call(&gw, "POST", TOKEN, key, Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body} → {answer}");
+        assert_eq!(answer["expires_in"], 3600, "{body}");
+    }
     let (_, list) = call(&gw, "GET", "/admin/v1/tenants", key, None).await;
     assert_eq!(
         list["tenants"].as_array().unwrap().len(),
