@@ -154,6 +154,39 @@ async fn bad_bodies_are_400_naming_the_field() {
     );
 }
 
+/// An admin path is read as the proxy reads a path: `%7E` is `~` and `%41` is `A` (RFC
+/// 3986 §6.2.2.2), so a client that escapes unreserved characters reaches the tenant
+/// the proxy enforces for.
+#[tokio::test]
+async fn escaped_unreserved_characters_name_the_same_tenant_as_on_the_proxy() {
+    let up = Upstream::start(|_r| async { http::Response::new(full("ok")) }).await;
+    let gw = Gateway::start(up.addr, "").await;
+    let key = Some(keys().approver.as_str());
+    let body = Some(r#"{"require_authentication":true}"#);
+    let (status, doc) = call(&gw, "PUT", "/admin/v1/tenants/a%7Eb/settings", key, body).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["tenant"], "a~b");
+    let (status, doc) = call(&gw, "GET", "/admin/v1/tenants/%41%7eB", key, None).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["tenant"], "a~b");
+    assert_eq!(doc["require_authentication"], true);
+    for path in [
+        "/m2/a~b/v2/profile/batchUpdate",
+        "/m2/a%7Eb/v2/profile/batchUpdate",
+    ] {
+        let tokenless = http::Request::post(gw.url(path)).body(full("")).unwrap();
+        let response = within("POST", client().request(tokenless)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // Still refused: an escaped separator, and a path that cannot be normalised.
+    let (status, doc) = call(&gw, "GET", "/admin/v1/tenants/a%2Fb", key, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(doc["field"], "tenant");
+    let (status, doc) = call(&gw, "GET", "/admin/v1/tenants/a%00b", key, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(doc["error"], "invalid_request");
+}
+
 #[tokio::test]
 async fn restart_keeps_settings_and_tokens() {
     let (up, _) = (

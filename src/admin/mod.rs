@@ -17,7 +17,8 @@
 //!
 //! Every response carries the browser security headers of [`ui::secure`].
 //!
-//! A request flows: [`Admin::serve`] → the route table ([`routes`]: 404 for an unknown
+//! A request flows: [`Admin::serve`] → its path, normalised as the proxy does (400 if it
+//! cannot be: [`crate::auth::path`]) → the route table ([`routes`]: 404 for an unknown
 //! path, 405 with `Allow` for a method the path does not answer) → one function per
 //! endpoint ([`endpoints`]), which checks the admin key (401) and its role (403) before
 //! it reads the body (400); [`api`] holds the documents, body parsing and state changes
@@ -120,13 +121,14 @@ impl Admin {
         response
     }
 
-    /// 404 for an unknown path, 405 (with `Allow`) for a method it does not answer, else
-    /// the endpoint's answer.
+    /// 400 for a path that cannot be normalised, 404 for an unknown path, 405 (with
+    /// `Allow`) for a method it does not answer, else the endpoint's answer. The path is
+    /// read in the proxy's canonical form, so `%7E` is `~` here as there.
     async fn route<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>, GatewayError> {
-        let matched = self
-            .router
-            .at(req.uri().path())
-            .map_err(|_| GatewayError::NotFound)?;
+        let path = crate::auth::path::normalize(req.uri().path())
+            .map_err(|_| GatewayError::BadPath)?
+            .path;
+        let matched = self.router.at(&path).map_err(|_| GatewayError::NotFound)?;
         let Some(endpoint) = matched.value.endpoint(req.method()) else {
             let mut response = GatewayError::MethodNotAllowed.into_response();
             let allow = matched.value.allow().clone();
