@@ -124,7 +124,7 @@ pub async fn parse_expires_in<B: RequestBody>(
     let max = tokens.max_ttl.as_secs();
     let expires_in = match object.remove("expires_in") {
         None => tokens.default_ttl.as_secs(),
-        Some(Value::Number(n)) => match n.as_u64() {
+        Some(Value::Number(n)) => match whole_number(&n) {
             Some(0) | None => {
                 return Err(invalid(
                     "expires_in",
@@ -312,6 +312,16 @@ async fn read_object<B: RequestBody>(
         Ok(_) => Err(invalid("body", "must be a JSON object")),
         Err(e) => Err(invalid("body", &format!("is not valid JSON ({e})"))),
     }
+}
+
+/// `n` if it is a whole number that fits a `u64`, however it is written: JSON (and its
+/// schema's `integer`) does not tell `3600` from `3600.0` or `3.6e3`.
+fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        let f = n.as_f64()?;
+        let whole = f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&f);
+        whole.then_some(f as u64)
+    })
 }
 
 fn reject_unknown(object: Map<String, Value>) -> Result<(), GatewayError> {

@@ -119,6 +119,13 @@ impl Admin {
         Ok(ok_json(&api::cluster(&status)))
     }
 
+    /// `GET /admin/v1/openapi.json` (viewer): the document built into the binary.
+    pub(super) fn openapi(&self, headers: &HeaderMap) -> Answer {
+        self.authorize(headers, Role::Viewer)?;
+        let body = Bytes::from_static(super::openapi::DOCUMENT.as_bytes());
+        Ok(json_response(StatusCode::OK, body))
+    }
+
     /// `POST /admin/v1/reload-tls` (approver).
     pub(super) fn reload_tls(&self, headers: &HeaderMap) -> Answer {
         let actor = self.authorize(headers, Role::Approver)?;

@@ -11,12 +11,14 @@
 //! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke;
 //! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
 //! - `GET /admin/v1/cluster` (viewer): the Redis epoch, revision and replicas' leases;
+//! - `GET /admin/v1/openapi.json` (viewer): the OpenAPI 3.1 document of all this ([`openapi`]);
 //! - `POST /admin/v1/reload-tls` (approver): re-read the TLS certificates ([`reload`]);
 //! - `GET /admin/ui/…` (no key): the admin web page ([`ui`]); `/admin/` redirects there.
 //!
 //! Every response carries the browser security headers of [`ui::secure`].
 //!
-//! A request flows: [`Admin::serve`] → the route table ([`routes`]: 404 for an unknown
+//! A request flows: [`Admin::serve`] → its path, normalised as the proxy does (400 if it
+//! cannot be: [`crate::auth::path`]) → the route table ([`routes`]: 404 for an unknown
 //! path, 405 with `Allow` for a method the path does not answer) → one function per
 //! endpoint ([`endpoints`]), which checks the admin key (401) and its role (403) before
 //! it reads the body (400); [`api`] holds the documents, body parsing and state changes
@@ -25,6 +27,7 @@
 
 pub mod api;
 mod endpoints;
+mod openapi;
 mod reload;
 mod routes;
 pub mod ui;
@@ -118,13 +121,14 @@ impl Admin {
         response
     }
 
-    /// 404 for an unknown path, 405 (with `Allow`) for a method it does not answer, else
-    /// the endpoint's answer.
+    /// 400 for a path that cannot be normalised, 404 for an unknown path, 405 (with
+    /// `Allow`) for a method it does not answer, else the endpoint's answer. The path is
+    /// read in the proxy's canonical form, so `%7E` is `~` here as there.
     async fn route<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>, GatewayError> {
-        let matched = self
-            .router
-            .at(req.uri().path())
-            .map_err(|_| GatewayError::NotFound)?;
+        let path = crate::auth::path::normalize(req.uri().path())
+            .map_err(|_| GatewayError::BadPath)?
+            .path;
+        let matched = self.router.at(&path).map_err(|_| GatewayError::NotFound)?;
         let Some(endpoint) = matched.value.endpoint(req.method()) else {
             let mut response = GatewayError::MethodNotAllowed.into_response();
             let allow = matched.value.allow().clone();
@@ -157,6 +161,7 @@ impl Admin {
             Endpoint::RevokeToken => self.revoke_token(headers, &params.tenant).await,
             Endpoint::WhoAmI => self.whoami(headers),
             Endpoint::Cluster => self.cluster(headers).await,
+            Endpoint::OpenApi => self.openapi(headers),
             Endpoint::ReloadTls => self.reload_tls(headers),
             Endpoint::UiAsset => ui::asset(&params.asset).ok_or(GatewayError::NotFound),
             Endpoint::UiRedirect => Ok(ui::redirect()),

@@ -18,6 +18,7 @@ pub(super) enum Endpoint {
     RevokeToken,
     WhoAmI,
     Cluster,
+    OpenApi,
     ReloadTls,
     UiAsset,
     UiRedirect,
@@ -75,6 +76,10 @@ pub(super) static ROUTES: &[Route] = &[
     Route {
         path: "/admin/v1/cluster",
         methods: &read(Endpoint::Cluster),
+    },
+    Route {
+        path: "/admin/v1/openapi.json",
+        methods: &read(Endpoint::OpenApi),
     },
     Route {
         path: "/admin/v1/reload-tls",
