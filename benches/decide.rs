@@ -10,7 +10,7 @@ use authgate::auth::decide::{decide, Outcome};
 use authgate::auth::token::{self, TOKEN_PREFIX};
 use authgate::config::ProtectedRoute;
 use authgate::routes::RouteTable;
-use authgate::state::{Command, Snapshot, State, TokenRecord};
+use authgate::state::{Command, Mode, Snapshot, State, TokenRecord};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
 
@@ -29,15 +29,15 @@ fn bench(c: &mut Criterion) {
     let mut state = State::default();
     // A realistic deployment: many tenants, one of them ours.
     for i in 0..1000 {
-        state = state.apply(&Command::SetRequireAuthentication {
+        state = state.apply(&Command::SetMode {
             tenant: format!("tenant-{i}"),
-            require: true,
+            mode: Mode::On,
         });
     }
     state = state
-        .apply(&Command::SetRequireAuthentication {
+        .apply(&Command::SetMode {
             tenant: "acme".into(),
-            require: true,
+            mode: Mode::On,
         })
         .apply(&Command::SetToken {
             tenant: "acme".into(),
@@ -46,6 +46,7 @@ fn bench(c: &mut Criterion) {
                 created_at_ms: 0,
                 expires_at_ms: u64::MAX,
             },
+            previous_valid_until_ms: None,
         });
     let snapshot = Snapshot::new(state);
     let (head, ()) = Request::post("/m2/acme/v2/profile/batchUpdate")

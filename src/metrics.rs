@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::auth::decide::Reason;
+use crate::state::Mode;
+
 /// Proxied requests, by `route_class` (`protected`, `other`) and `status_class` (`2xx`…).
 pub const REQUESTS: &str = "authgate_requests_total";
 /// Seconds from sending the request upstream to receiving the response head.
@@ -27,10 +30,19 @@ pub const CONNECTIONS_CLOSED: &str = "authgate_connections_closed_total";
 /// (`untrusted`, `missing`, `malformed`, `truncated`).
 pub const PROXY_PROTOCOL_REJECTED: &str = "authgate_proxy_protocol_rejected_total";
 
-/// Auth decisions on protected routes, by `tenant` and `reason` (see [`AUTH_REASONS`]).
+/// Auth decisions on protected routes, by `tenant`, `mode` (`on`, `report`; `off` for
+/// `not_required`) and `reason` (see [`AUTH_REASONS`]): in mode `report` a reason other
+/// than `ok` is a refusal that would have happened, and the request was forwarded.
 /// Only tenants with stored state get their own label; the rest share `tenant="_other"`,
 /// so traffic cannot grow the metric set.
 pub const AUTH_DECISIONS: &str = "authgate_auth_decisions_total";
+/// Requests accepted with a tenant's previous token (during a rotation's overlap), by
+/// `tenant`: flat once every caller has switched to the new one.
+pub const PREVIOUS_TOKEN_ACCEPTED: &str = "authgate_previous_token_accepted_total";
+/// When this replica last accepted a tenant's token, in Unix seconds (0: not since it
+/// started), by `tenant` and `token` (`current`, `previous`); refreshed at every scrape.
+/// Across replicas, `max by (tenant, token)` is the deployment's last use.
+pub const TOKEN_LAST_USED: &str = "authgate_token_last_used_timestamp_seconds";
 /// Tokens generated, by `tenant`.
 pub const ROTATIONS: &str = "authgate_token_rotations_total";
 /// Seconds until the tenant's current token expires (negative once expired), by `tenant`.
@@ -70,20 +82,47 @@ pub const AUTH_REASONS: [&str; 6] = [
 /// Label value shared by tenants without stored state.
 pub const OTHER_TENANT: &str = "_other";
 
-/// Auth decision counters of one tenant label, by reason.
+/// Reasons decided on a token, in both checking modes (all but `not_required`).
+const CHECKED: usize = AUTH_REASONS.len() - 1;
+
+/// Auth decision counters of one tenant label, by mode and reason.
 #[derive(Debug, Clone)]
 pub struct TenantCounters {
-    pub by_reason: [Counter; AUTH_REASONS.len()],
+    on: [Counter; CHECKED],
+    report: [Counter; CHECKED],
+    not_required: Counter,
+    pub previous_accepted: Counter,
 }
 
 impl TenantCounters {
     /// The counters of `tenant`'s label.
     pub fn new(tenant: &str) -> TenantCounters {
+        let one = |mode: &'static str, reason: &'static str| counter!(AUTH_DECISIONS, "tenant" => tenant.to_string(), "mode" => mode, "reason" => reason);
+        let checked = |mode| std::array::from_fn(|i| one(mode, AUTH_REASONS[i]));
         TenantCounters {
-            by_reason: AUTH_REASONS.map(
-                |reason| counter!(AUTH_DECISIONS, "tenant" => tenant.to_string(), "reason" => reason),
-            ),
+            on: checked("on"),
+            report: checked("report"),
+            not_required: one("off", AUTH_REASONS[Reason::NotRequired as usize]),
+            previous_accepted: counter!(PREVIOUS_TOKEN_ACCEPTED, "tenant" => tenant.to_string()),
         }
+    }
+
+    /// Counts one decision taken in `mode`.
+    pub fn count(&self, mode: Mode, reason: Reason) {
+        let counter = match (mode, reason) {
+            (_, Reason::NotRequired) | (Mode::Off, _) => &self.not_required,
+            (Mode::On, reason) => &self.on[reason as usize],
+            (Mode::Report, reason) => &self.report[reason as usize],
+        };
+        counter.increment(1);
+    }
+}
+
+/// Sets the last-use gauges of every tenant's tokens (called when metrics are scraped):
+/// `(tenant, token label, Unix seconds or 0)`.
+pub fn token_last_used<'a>(uses: impl Iterator<Item = (&'a str, &'static str, u64)>) {
+    for (tenant, token, at) in uses {
+        gauge!(TOKEN_LAST_USED, "tenant" => tenant.to_string(), "token" => token).set(at as f64);
     }
 }
 

@@ -754,3 +754,139 @@ async fn rotate_latency_benchmark() {
         );
     }
 }
+
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+}
+
+/// Sleeps until the wall clock reads `at`: the behaviour under test is a deadline.
+async fn sleep_until_unix(at: Duration) {
+    if let Some(left) = at.checked_sub(since_epoch()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
+/// Every replica answers `token` on the batch route with `expected`.
+async fn everywhere(replicas: &[Replica], token: Option<&str>, expected: StatusCode, what: &str) {
+    for r in replicas {
+        assert_eq!(r.batch(token).await, expected, "{what} on {}", r.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn modes_and_overlaps_are_the_same_on_every_replica_around_the_deadline() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(3, "").await;
+    let replicas = &cluster.replicas[..];
+    let [a, b, c] = replicas else { unreachable!() };
+    let settings = "/admin/v1/tenants/acme/settings";
+    let token_path = "/admin/v1/tenants/acme/token";
+
+    // report through a, on through b: in force on every replica when each call returns.
+    let (status, doc) = a.admin("PUT", settings, r#"{"mode":"report"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert!(all_acknowledged(&doc, 3), "{doc}");
+    everywhere(replicas, None, StatusCode::OK, "tokenless in report").await;
+    let (status, doc) = b.admin("PUT", settings, r#"{"mode":"on"}"#).await;
+    assert_eq!(
+        (status, &doc["mode"]),
+        (StatusCode::OK, &"on".into()),
+        "{doc}"
+    );
+    everywhere(
+        replicas,
+        None,
+        StatusCode::UNAUTHORIZED,
+        "tokenless once on",
+    )
+    .await;
+
+    // An overlap of 2 s through c: the deadline is state, the same on every replica.
+    let old = token_of(&a.rotate().await);
+    let sent = since_epoch();
+    let (status, answer) = c
+        .admin("POST", token_path, r#"{"previous_valid_for": 2}"#)
+        .await;
+    let returned = since_epoch();
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert!(all_acknowledged(&answer, 3), "{answer}");
+    let new = token_of(&answer);
+    everywhere(
+        replicas,
+        Some(&old),
+        StatusCode::OK,
+        "old token right after",
+    )
+    .await;
+    everywhere(replicas, Some(&new), StatusCode::OK, "new token").await;
+    for r in replicas {
+        let (_, doc) = r.admin("GET", "/admin/v1/tenants/acme", "").await;
+        let until = &doc["previous_token"]["valid_until"];
+        assert_eq!(until, &answer["previous_valid_until"], "{} {doc}", r.name);
+    }
+    let deadline_earliest = sent + Duration::from_secs(2);
+    sleep_until_unix(deadline_earliest - Duration::from_millis(400)).await;
+    everywhere(
+        replicas,
+        Some(&old),
+        StatusCode::OK,
+        "just before the deadline",
+    )
+    .await;
+    assert!(
+        since_epoch() < deadline_earliest,
+        "the checks before the deadline came too late"
+    );
+    sleep_until_unix(returned + Duration::from_secs(2)).await;
+    everywhere(
+        replicas,
+        Some(&old),
+        StatusCode::UNAUTHORIZED,
+        "from the deadline on",
+    )
+    .await;
+    everywhere(
+        replicas,
+        Some(&new),
+        StatusCode::OK,
+        "new token after the deadline",
+    )
+    .await;
+
+    // A third token during an overlap ends the first at once; DELETE ends both.
+    let overlap = r#"{"previous_valid_for": 60}"#;
+    let (_, second) = a.admin("POST", token_path, overlap).await;
+    let second = token_of(&second);
+    everywhere(replicas, Some(&new), StatusCode::OK, "inside its overlap").await;
+    let (status, third) = b.admin("POST", token_path, overlap).await;
+    assert_eq!(status, StatusCode::CREATED, "{third}");
+    everywhere(
+        replicas,
+        Some(&new),
+        StatusCode::UNAUTHORIZED,
+        "the first of three",
+    )
+    .await;
+    everywhere(
+        replicas,
+        Some(&second),
+        StatusCode::OK,
+        "the previous of three",
+    )
+    .await;
+    let (status, _) = c.admin("DELETE", token_path, "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for token in [&second, &token_of(&third)] {
+        everywhere(
+            replicas,
+            Some(token),
+            StatusCode::UNAUTHORIZED,
+            "after DELETE",
+        )
+        .await;
+    }
+}
