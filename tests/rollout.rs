@@ -33,9 +33,15 @@ async fn upstream() -> (Upstream, Arc<Mutex<Vec<Option<String>>>>) {
     (up, seen)
 }
 
-/// POSTs a batch with `authorization` (the whole header value) if given.
-async fn post(gw: &Gateway, authorization: Option<&str>) -> StatusCode {
-    let mut req = Request::post(gw.url(BATCH));
+/// The bulk-update route of `tenant`. Metrics are per process and tests share one, so
+/// each test has a tenant of its own.
+fn batch(tenant: &str) -> String {
+    format!("/m2/{tenant}/v2/profile/batchUpdate")
+}
+
+/// POSTs a batch for `tenant` with `authorization` (the whole header value) if given.
+async fn post(gw: &Gateway, tenant: &str, authorization: Option<&str>) -> StatusCode {
+    let mut req = Request::post(gw.url(&batch(tenant)));
     if let Some(value) = authorization {
         req = req.header("authorization", value);
     }
@@ -67,8 +73,8 @@ fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 const DECISIONS: &str = "authgate_auth_decisions_total";
 
-fn decisions(metrics: &str, mode: &str, reason: &str) -> f64 {
-    let labels = [("tenant", "acme"), ("mode", mode), ("reason", reason)];
+fn decisions(metrics: &str, tenant: &str, mode: &str, reason: &str) -> f64 {
+    let labels = [("tenant", tenant), ("mode", mode), ("reason", reason)];
     series(metrics, DECISIONS, &labels)
 }
 
@@ -86,13 +92,14 @@ async fn wait_until(at: Duration) {
 
 #[tokio::test]
 async fn report_mode_forwards_what_on_refuses_and_counts_each_by_reason() {
+    const T: &str = "report-counts";
     let (up, seen) = upstream().await;
     let gw = Gateway::start(up.addr, "").await;
-    set_mode(&gw, "acme", "report").await;
-    let token = generate(&gw, "acme", Some(r#"{"expires_in": 1}"#)).await;
+    set_mode(&gw, T, "report").await;
+    let token = generate(&gw, T, Some(r#"{"expires_in": 1}"#)).await;
     let wrong = bearer("authgate_tk_notTheToken");
     let right = bearer(&token);
-    assert_eq!(post(&gw, Some(&right)).await, StatusCode::OK);
+    assert_eq!(post(&gw, T, Some(&right)).await, StatusCode::OK);
     // An expired token needs its second to pass: wait for the expiry.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let before = metrics_text(&gw).await;
@@ -100,7 +107,7 @@ async fn report_mode_forwards_what_on_refuses_and_counts_each_by_reason() {
     // Report: tokenless, wrong-token and expired-token requests all go through.
     seen.lock().unwrap().clear();
     for auth in [None, Some(wrong.as_str()), Some(right.as_str())] {
-        assert_eq!(post(&gw, auth).await, StatusCode::OK, "{auth:?}");
+        assert_eq!(post(&gw, T, auth).await, StatusCode::OK, "{auth:?}");
     }
     let forwarded = seen.lock().unwrap().clone();
     assert_eq!(
@@ -110,16 +117,16 @@ async fn report_mode_forwards_what_on_refuses_and_counts_each_by_reason() {
     );
     let after = metrics_text(&gw).await;
     for reason in ["missing", "invalid", "expired"] {
-        let counted = decisions(&after, "report", reason) - decisions(&before, "report", reason);
+        let counted = decisions(&after, T, "report", reason) - decisions(&before, T, "report", reason);
         assert_eq!(counted, 1.0, "report/{reason}:\n{after}");
-        assert_eq!(decisions(&after, "on", reason), 0.0, "nothing refused yet");
+        assert_eq!(decisions(&after, T, "on", reason), 0.0, "nothing refused yet");
     }
 
     // On: the same three requests are refused, counted under mode `on`.
-    set_mode(&gw, "acme", "on").await;
+    set_mode(&gw, T, "on").await;
     seen.lock().unwrap().clear();
     for auth in [None, Some(wrong.as_str()), Some(right.as_str())] {
-        assert_eq!(post(&gw, auth).await, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(post(&gw, T, auth).await, StatusCode::UNAUTHORIZED, "{auth:?}");
     }
     assert!(
         seen.lock().unwrap().is_empty(),
@@ -127,14 +134,14 @@ async fn report_mode_forwards_what_on_refuses_and_counts_each_by_reason() {
     );
     let on = metrics_text(&gw).await;
     for reason in ["missing", "invalid", "expired"] {
-        assert_eq!(decisions(&on, "on", reason), 1.0, "on/{reason}:\n{on}");
+        assert_eq!(decisions(&on, T, "on", reason), 1.0, "on/{reason}:\n{on}");
         assert_eq!(
-            decisions(&on, "report", reason),
-            decisions(&after, "report", reason),
+            decisions(&on, T, "report", reason),
+            decisions(&after, T, "report", reason),
             "report/{reason} unchanged"
         );
     }
-    let doc = document(&gw, "acme").await.1;
+    let doc = document(&gw, T).await.1;
     assert_eq!(
         (&doc["mode"], &doc["require_authentication"]),
         (&"on".into(), &true.into())
@@ -143,13 +150,14 @@ async fn report_mode_forwards_what_on_refuses_and_counts_each_by_reason() {
 
 #[tokio::test]
 async fn a_non_gateway_authorization_is_kept_in_report_mode() {
+    const T: &str = "report-legacy";
     let (up, seen) = upstream().await;
     let gw = Gateway::start(up.addr, "").await;
-    set_mode(&gw, "acme", "report").await;
-    generate(&gw, "acme", None).await;
+    set_mode(&gw, T, "report").await;
+    generate(&gw, T, None).await;
     // A legacy caller's own credentials: checked (invalid), reported, forwarded as sent.
     assert_eq!(
-        post(&gw, Some("Bearer legacy-backend-key")).await,
+        post(&gw, T, Some("Bearer legacy-backend-key")).await,
         StatusCode::OK
     );
     assert_eq!(
@@ -157,7 +165,7 @@ async fn a_non_gateway_authorization_is_kept_in_report_mode() {
         vec![Some("Bearer legacy-backend-key".to_string())]
     );
     let metrics = metrics_text(&gw).await;
-    assert_eq!(decisions(&metrics, "report", "invalid"), 1.0, "{metrics}");
+    assert_eq!(decisions(&metrics, T, "report", "invalid"), 1.0, "{metrics}");
 }
 
 /// Clients send without a token all along while the mode flips between `report` and
@@ -165,12 +173,13 @@ async fn a_non_gateway_authorization_is_kept_in_report_mode() {
 /// switch back to `report` started, must be refused: zero exceptions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_report_to_on_is_in_force_before_the_call_returns() {
+    const T: &str = "report-switch";
     const SWITCHES: usize = 30;
     const MIN_REQUESTS: usize = 5_000;
     const CLIENTS: usize = 8;
     let (up, _) = upstream().await;
     let gw = Arc::new(Gateway::start(up.addr, "").await);
-    set_mode(&gw, "acme", "report").await;
+    set_mode(&gw, T, "report").await;
 
     // Each window `on` was surely in force: from its call's return to the next switch.
     let windows: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Arc::default();
@@ -184,7 +193,7 @@ async fn switching_report_to_on_is_in_force_before_the_call_returns() {
             let c = client();
             while !done.load(Ordering::Relaxed) || sent.load(Ordering::Relaxed) < MIN_REQUESTS {
                 let sent_at = Instant::now();
-                let req = Request::post(gw.url(BATCH)).body(full("batch=x")).unwrap();
+                let req = Request::post(gw.url(&batch(T))).body(full("batch=x")).unwrap();
                 let response = within("POST", c.request(req)).await.unwrap();
                 let status = response.status();
                 let _ = body_bytes(response).await;
@@ -197,12 +206,19 @@ async fn switching_report_to_on_is_in_force_before_the_call_returns() {
         }));
     }
     for _ in 0..SWITCHES {
-        set_mode(&gw, "acme", "on").await;
+        set_mode(&gw, T, "on").await;
         windows.lock().unwrap().push((Instant::now(), None));
-        tokio::task::yield_now().await;
+        // Keep `on` until a few requests were answered in it (a condition, not a delay).
+        let answered = sent.load(Ordering::Relaxed);
+        within("requests while on", async {
+            while sent.load(Ordering::Relaxed) < answered + 2 * CLIENTS {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
         let started = Instant::now();
         windows.lock().unwrap().last_mut().unwrap().1 = Some(started);
-        set_mode(&gw, "acme", "report").await;
+        set_mode(&gw, T, "report").await;
         tokio::task::yield_now().await;
     }
     done.store(true, Ordering::Relaxed);
@@ -243,12 +259,13 @@ async fn switching_report_to_on_is_in_force_before_the_call_returns() {
 
 #[tokio::test]
 async fn an_overlap_of_two_seconds_keeps_the_old_token_until_its_deadline() {
+    const T: &str = "overlap-2s";
     let (up, _) = upstream().await;
     let gw = Gateway::start(up.addr, "").await;
-    set_mode(&gw, "acme", "on").await;
-    let old = bearer(&generate(&gw, "acme", None).await);
+    set_mode(&gw, T, "on").await;
+    let old = bearer(&generate(&gw, T, None).await);
     let sent = now_unix();
-    let answer = rotate(&gw, "acme", r#"{"previous_valid_for": 2}"#).await;
+    let answer = rotate(&gw, T, r#"{"previous_valid_for": 2}"#).await;
     let returned = now_unix();
     let new = bearer(answer["token"].as_str().unwrap());
     assert!(answer["previous_valid_until"].is_string(), "{answer}");
@@ -256,19 +273,19 @@ async fn an_overlap_of_two_seconds_keeps_the_old_token_until_its_deadline() {
     // The deadline lies in [sent + 2 s, returned + 2 s]: both sides are checked.
     let deadline_earliest = sent + Duration::from_secs(2);
     assert_eq!(
-        post(&gw, Some(&old)).await,
+        post(&gw, T, Some(&old)).await,
         StatusCode::OK,
         "right after the rotation"
     );
-    assert_eq!(post(&gw, Some(&new)).await, StatusCode::OK);
-    let doc = document(&gw, "acme").await.1;
+    assert_eq!(post(&gw, T, Some(&new)).await, StatusCode::OK);
+    let doc = document(&gw, T).await.1;
     assert_eq!(
         doc["previous_token"]["valid_until"],
         answer["previous_valid_until"]
     );
     assert!(doc["previous_token"]["last_used_at"].is_string(), "{doc}");
     wait_until(deadline_earliest - Duration::from_millis(300)).await;
-    let status = post(&gw, Some(&old)).await;
+    let status = post(&gw, T, Some(&old)).await;
     let answered = now_unix();
     assert!(
         answered < deadline_earliest,
@@ -278,55 +295,56 @@ async fn an_overlap_of_two_seconds_keeps_the_old_token_until_its_deadline() {
 
     wait_until(returned + Duration::from_secs(2)).await;
     assert_eq!(
-        post(&gw, Some(&old)).await,
+        post(&gw, T, Some(&old)).await,
         StatusCode::UNAUTHORIZED,
         "from the deadline on"
     );
-    assert_eq!(post(&gw, Some(&new)).await, StatusCode::OK);
+    assert_eq!(post(&gw, T, Some(&new)).await, StatusCode::OK);
     let metrics = metrics_text(&gw).await;
     let previous = series(
         &metrics,
         "authgate_previous_token_accepted_total",
-        &[("tenant", "acme")],
+        &[("tenant", T)],
     );
     assert_eq!(previous, 2.0, "{metrics}");
 }
 
 #[tokio::test]
 async fn a_third_token_ends_the_first_at_once_and_delete_ends_both() {
+    const T: &str = "overlap-third";
     let (up, _) = upstream().await;
     let gw = Gateway::start(up.addr, "").await;
-    set_mode(&gw, "acme", "on").await;
+    set_mode(&gw, T, "on").await;
     let overlap = r#"{"previous_valid_for": 3600}"#;
-    let first = bearer(&generate(&gw, "acme", None).await);
-    let second = bearer(&generate(&gw, "acme", Some(overlap)).await);
+    let first = bearer(&generate(&gw, T, None).await);
+    let second = bearer(&generate(&gw, T, Some(overlap)).await);
     assert_eq!(
-        post(&gw, Some(&first)).await,
+        post(&gw, T, Some(&first)).await,
         StatusCode::OK,
         "inside its overlap"
     );
-    let third = bearer(&generate(&gw, "acme", Some(overlap)).await);
+    let third = bearer(&generate(&gw, T, Some(overlap)).await);
     assert_eq!(
-        post(&gw, Some(&first)).await,
+        post(&gw, T, Some(&first)).await,
         StatusCode::UNAUTHORIZED,
         "at most two"
     );
-    assert_eq!(post(&gw, Some(&second)).await, StatusCode::OK);
-    assert_eq!(post(&gw, Some(&third)).await, StatusCode::OK);
+    assert_eq!(post(&gw, T, Some(&second)).await, StatusCode::OK);
+    assert_eq!(post(&gw, T, Some(&third)).await, StatusCode::OK);
 
     let (status, _) = call(
         &gw,
         "DELETE",
-        "/admin/v1/tenants/acme/token",
+        &format!("/admin/v1/tenants/{T}/token"),
         Some(&keys().approver),
         None,
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     for token in [&first, &second, &third] {
-        assert_eq!(post(&gw, Some(token)).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(post(&gw, T, Some(token)).await, StatusCode::UNAUTHORIZED);
     }
-    let doc = document(&gw, "acme").await.1;
+    let doc = document(&gw, T).await.1;
     assert_eq!(
         (&doc["token"], &doc["previous_token"]),
         (&serde_json::Value::Null, &serde_json::Value::Null)
@@ -335,24 +353,25 @@ async fn a_third_token_ends_the_first_at_once_and_delete_ends_both() {
 
 #[tokio::test]
 async fn without_an_overlap_the_old_token_is_dead_when_the_call_returns() {
+    const T: &str = "overlap-none";
     let (up, _) = upstream().await;
     let gw = Gateway::start(up.addr, "").await;
-    set_mode(&gw, "acme", "on").await;
+    set_mode(&gw, T, "on").await;
     for body in ["", r#"{"previous_valid_for": 0}"#] {
-        let old = bearer(&generate(&gw, "acme", None).await);
-        let answer = rotate(&gw, "acme", body).await;
+        let old = bearer(&generate(&gw, T, None).await);
+        let answer = rotate(&gw, T, body).await;
         assert_eq!(
             answer["previous_valid_until"],
             serde_json::Value::Null,
             "{answer}"
         );
         assert_eq!(
-            post(&gw, Some(&old)).await,
+            post(&gw, T, Some(&old)).await,
             StatusCode::UNAUTHORIZED,
             "{body:?}"
         );
         assert_eq!(
-            document(&gw, "acme").await.1["previous_token"],
+            document(&gw, T).await.1["previous_token"],
             serde_json::Value::Null
         );
     }
@@ -360,20 +379,21 @@ async fn without_an_overlap_the_old_token_is_dead_when_the_call_returns() {
 
 #[tokio::test]
 async fn each_token_shows_its_last_use_in_the_document_and_the_metrics() {
+    const T: &str = "last-use";
     let (up, _) = upstream().await;
     let gw = Gateway::start(up.addr, "").await;
-    set_mode(&gw, "acme", "on").await;
-    let token = bearer(&generate(&gw, "acme", None).await);
-    let doc = document(&gw, "acme").await.1;
+    set_mode(&gw, T, "on").await;
+    let token = bearer(&generate(&gw, T, None).await);
+    let doc = document(&gw, T).await.1;
     assert_eq!(
         doc["token"]["last_used_at"],
         serde_json::Value::Null,
         "not used yet"
     );
     let before = now_unix().as_secs();
-    assert_eq!(post(&gw, Some(&token)).await, StatusCode::OK);
+    assert_eq!(post(&gw, T, Some(&token)).await, StatusCode::OK);
     let after = now_unix().as_secs();
-    let doc = document(&gw, "acme").await.1;
+    let doc = document(&gw, T).await.1;
     let shown = doc["token"]["last_used_at"].as_str().unwrap().to_string();
     let shown = humantime::parse_rfc3339(&shown).unwrap();
     let shown = shown.duration_since(UNIX_EPOCH).unwrap().as_secs();
@@ -383,11 +403,11 @@ async fn each_token_shows_its_last_use_in_the_document_and_the_metrics() {
     );
     // A refused request is no use.
     assert_eq!(
-        post(&gw, Some("Bearer authgate_tk_wrong")).await,
+        post(&gw, T, Some("Bearer authgate_tk_wrong")).await,
         StatusCode::UNAUTHORIZED
     );
     let metrics = metrics_text(&gw).await;
-    let labels = [("tenant", "acme"), ("token", "current")];
+    let labels = [("tenant", T), ("token", "current")];
     let gauge = series(
         &metrics,
         "authgate_token_last_used_timestamp_seconds",
@@ -396,9 +416,9 @@ async fn each_token_shows_its_last_use_in_the_document_and_the_metrics() {
     assert_eq!(gauge as u64, shown, "{metrics}");
 
     // The use follows the token when it becomes the previous one.
-    let answer = rotate(&gw, "acme", r#"{"previous_valid_for": 60}"#).await;
+    let answer = rotate(&gw, T, r#"{"previous_valid_for": 60}"#).await;
     assert!(answer["previous_valid_until"].is_string());
-    let doc = document(&gw, "acme").await.1;
+    let doc = document(&gw, T).await.1;
     assert_eq!(doc["previous_token"]["last_used_at"], doc_time(shown));
     assert_eq!(doc["token"]["last_used_at"], serde_json::Value::Null);
 }
@@ -410,12 +430,13 @@ fn doc_time(secs: u64) -> serde_json::Value {
 
 #[tokio::test]
 async fn bad_settings_and_overlaps_are_400_naming_the_field() {
+    const T: &str = "bad-bodies";
     let gw = support::admin::gateway().await;
     let approver = Some(keys().approver.as_str());
-    let settings = "/admin/v1/tenants/acme/settings";
+    let settings = &format!("/admin/v1/tenants/{T}/settings");
     for (body, field) in [
         (r#"{"mode": "on", "require_authentication": true}"#, "mode"),
-        (r#"{}"#, "mode"),
+        (r#"{}"#, "require_authentication"),
         (r#"{"mode": "shadow"}"#, "mode"),
         (r#"{"mode": true}"#, "mode"),
         (
@@ -451,7 +472,7 @@ async fn bad_settings_and_overlaps_are_400_naming_the_field() {
     .await;
     assert_eq!(doc["mode"], "on");
 
-    let token = "/admin/v1/tenants/acme/token";
+    let token = &format!("/admin/v1/tenants/{T}/token");
     for body in [
         r#"{"previous_valid_for": -1}"#,
         r#"{"previous_valid_for": 1.5}"#,

@@ -135,9 +135,10 @@ pub async fn parse_settings<B: RequestBody>(body: B) -> Result<Mode, GatewayErro
             "mode",
             "give either `mode` or `require_authentication`, not both",
         )),
+        // The seed's answer to an empty body, kept for its clients.
         (None, None) => Err(invalid(
-            "mode",
-            "is required (or the older `require_authentication`)",
+            "require_authentication",
+            "is required (or `mode`: \"off\", \"report\" or \"on\")",
         )),
         (Some(Value::Bool(true)), None) => Ok(Mode::On),
         (Some(Value::Bool(false)), None) => Ok(Mode::Off),
