@@ -286,7 +286,10 @@ async fn report_mode_logs_each_would_be_refusal_and_the_previous_token_by_its_id
     let up = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let extra = format!("{}access_log: {{ target: access.log, format: json }}\n", admin_yaml());
+    let extra = format!(
+        "{}access_log: {{ target: access.log, format: json }}\n",
+        admin_yaml()
+    );
     let config = write_config(dir.path(), up.addr, &extra);
     let mut child = Command::new(BIN)
         .args(["serve", "-c", config.to_str().unwrap()])
@@ -309,16 +312,32 @@ async fn report_mode_logs_each_would_be_refusal_and_the_previous_token_by_its_id
             serde_json::from_slice::<Value>(&bytes).unwrap()
         }
     };
-    admin("PUT", "/admin/v1/tenants/acme/settings", r#"{"mode": "report"}"#).await;
+    admin(
+        "PUT",
+        "/admin/v1/tenants/acme/settings",
+        r#"{"mode": "report"}"#,
+    )
+    .await;
     let first = admin("POST", "/admin/v1/tenants/acme/token", "{}").await;
-    admin("POST", "/admin/v1/tenants/acme/token", r#"{"previous_valid_for": 600}"#).await;
+    admin(
+        "POST",
+        "/admin/v1/tenants/acme/token",
+        r#"{"previous_valid_for": 600}"#,
+    )
+    .await;
     let old = format!("Bearer {}", first["token"].as_str().unwrap());
 
     let batch = proxy("/m2/acme/profile/batchUpdate");
     let cases: [(&[(&str, &str)], &str); 4] = [
         (&[], "would_refuse:missing"),
-        (&[("authorization", "Bearer authgate_tk_wrong")], "would_refuse:invalid"),
-        (&[("authorization", "Bearer not a token")], "would_refuse:malformed"),
+        (
+            &[("authorization", "Bearer authgate_tk_wrong")],
+            "would_refuse:invalid",
+        ),
+        (
+            &[("authorization", "Bearer not a token")],
+            "would_refuse:malformed",
+        ),
         (&[("authorization", &old)], "ok"),
     ];
     for (headers, _) in &cases {
@@ -329,9 +348,15 @@ async fn report_mode_logs_each_would_be_refusal_and_the_previous_token_by_its_id
         assert_eq!(line["decision"], *decision, "{line}");
         assert_eq!(line["status"], 200, "forwarded: {line}");
     }
-    assert_eq!(logged[3]["token_id"], first["id"], "the previous token, by its id");
+    assert_eq!(
+        logged[3]["token_id"], first["id"],
+        "the previous token, by its id"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains(first["token"].as_str().unwrap()), "no token in the log");
+    assert!(
+        !text.contains(first["token"].as_str().unwrap()),
+        "no token in the log"
+    );
     let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
         .await
         .unwrap();

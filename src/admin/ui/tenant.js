@@ -263,7 +263,7 @@ async function revoke() {
   clearMessages('token-status', 'token-error', 'copy-status');
   const ok = await confirmAction(
     `Revoke the token for ${view.tenant}?`,
-    `${CONSEQUENCE} So does the previous token, if it is still valid. No token is valid until you generate a new one, so while authentication is required every bulk update is refused.`,
+    `${CONSEQUENCE} So will those using the previous token, if one is still valid. No token is valid until you generate a new one, so while authentication is required every bulk update is refused.`,
     'Revoke token',
   );
   if (!ok || screen !== view.screen) {
