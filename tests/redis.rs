@@ -890,3 +890,103 @@ async fn modes_and_overlaps_are_the_same_on_every_replica_around_the_deadline() 
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_replica_refuses_protected_routes_in_report_mode_too() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(1, "").await;
+    let r = &cluster.replicas[0];
+    let (status, doc) = r
+        .admin(
+            "PUT",
+            "/admin/v1/tenants/acme/settings",
+            r#"{"mode":"report"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(r.batch(None).await, StatusCode::OK, "report forwards");
+    cluster.redis.signal("STOP");
+    // Cut off, it cannot know the tenant's mode: 503 rather than forward.
+    eventually(
+        "the replica to fence",
+        LEASE + Duration::from_secs(2),
+        || async { r.batch(None).await == StatusCode::SERVICE_UNAVAILABLE },
+    )
+    .await;
+    cluster.redis.signal("CONT");
+    eventually("the replica to serve again", PATIENCE, || async {
+        r.batch(None).await == StatusCode::OK
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_stored_before_modes_and_overlaps_loads_with_its_meaning() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(1, "").await;
+    // The hash and log entry an older authgate wrote: `require`, no `mode`, no `prev_*`.
+    let token = "authgate_tk_legacyTokenWrittenByAnOlderAuthgate0000000000";
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    let far = (since_epoch().as_millis() + 3_600_000).to_string();
+    let rev = match cluster.redis.cmd(&["INCR", "{authgate}:rev"]) {
+        ::redis::Value::Int(n) => n.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let fields = [
+        "require",
+        "1",
+        "sha256",
+        &digest,
+        "created_ms",
+        "1",
+        "expires_ms",
+        &far,
+    ];
+    let mut hset = vec!["HSET", "{authgate}:t:legacy"];
+    hset.extend(fields);
+    hset.extend(["revision", &rev]);
+    cluster.redis.cmd(&hset);
+    cluster.redis.cmd(&["SADD", "{authgate}:tenants", "legacy"]);
+    // A replica started now loads it from a snapshot.
+    let config = replica_config(
+        cluster.dir.path(),
+        "b",
+        &cluster.redis.url(),
+        cluster.upstream.addr,
+        "",
+    );
+    let b = Replica::spawn(&config, "b");
+    b.wait_ready().await;
+    let batch = |token: Option<&str>| {
+        let mut req = http::Request::post(format!(
+            "http://{}/m2/legacy/v2/profile/batchUpdate",
+            b.proxy
+        ));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.body(full("batch=x")).unwrap();
+        async move {
+            within("POST", client().request(req))
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        batch(None).await,
+        StatusCode::UNAUTHORIZED,
+        "require 1 is mode on"
+    );
+    assert_eq!(batch(Some(token)).await, StatusCode::OK);
+    let (_, doc) = b.admin("GET", "/admin/v1/tenants/legacy", "").await;
+    assert_eq!(doc["mode"], "on", "{doc}");
+    assert_eq!(doc["previous_token"], serde_json::Value::Null, "{doc}");
+}
