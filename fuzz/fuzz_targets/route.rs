@@ -112,6 +112,8 @@ fuzz_target!(|data: &[u8]| {
     match decision.outcome {
         Outcome::Rejected(_) => return,
         Outcome::Allowed => panic!("{method} {target:?} allowed without a token"),
+        // The tenant is in mode `on`: nothing is only reported.
+        Outcome::Reported(_) => panic!("{method} {target:?} forwarded as a report in mode on"),
         Outcome::Unprotected | Outcome::NotRequired => {}
     }
     let forwarded: &str = &decision.path;

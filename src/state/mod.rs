@@ -1,4 +1,6 @@
-//! Tenant state: what each tenant requires and its current token digest.
+//! Tenant state: each tenant's [`Mode`] (`off`, `report`, `on`), its current token
+//! digest and, during a rotation's overlap, the [`PreviousToken`] with its deadline
+//! (an instant in the state, so every replica reaches the same verdict).
 //!
 //! Data flow: an admin call becomes a [`Command`]; [`StateHandle::apply`] has the
 //! [`StateStore`] make it durable (the file store writes and fsyncs before returning),
@@ -9,7 +11,8 @@
 //! Stores implement one trait with boxed futures, so a deployment picks one at run
 //! time; an external store (Redis, for several replicas) pushes states it learns of
 //! through [`StateHandle::publish`], which never moves the snapshot backwards, and
-//! holds a [`Fence`] the request path consults before serving protected routes.
+//! holds a [`Fence`] the request path consults before serving protected routes. Each
+//! token's last accepted use ([`last_use`]) lives beside the snapshots, in memory only.
 
 pub mod fence;
 pub mod file;
