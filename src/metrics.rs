@@ -11,9 +11,6 @@ use std::sync::OnceLock;
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::auth::decide::Reason;
-use crate::state::Mode;
-
 /// Proxied requests, by `route_class` (`protected`, `other`) and `status_class` (`2xx`…).
 pub const REQUESTS: &str = "authgate_requests_total";
 /// Seconds from sending the request upstream to receiving the response head.
@@ -82,15 +79,18 @@ pub const AUTH_REASONS: [&str; 6] = [
 /// Label value shared by tenants without stored state.
 pub const OTHER_TENANT: &str = "_other";
 
-/// Reasons decided on a token, in both checking modes (all but `not_required`).
-const CHECKED: usize = AUTH_REASONS.len() - 1;
+/// Reasons decided on a token, in both checking modes (all but `not_required`, the last).
+pub const CHECKED_REASONS: usize = AUTH_REASONS.len() - 1;
 
-/// Auth decision counters of one tenant label, by mode and reason.
+/// Auth decision counters of one tenant label, by mode and reason (counted by
+/// `Decision::count` in `auth::decide`).
 #[derive(Debug, Clone)]
 pub struct TenantCounters {
-    on: [Counter; CHECKED],
-    report: [Counter; CHECKED],
-    not_required: Counter,
+    /// Mode `on`, by the index of [`AUTH_REASONS`].
+    pub on: [Counter; CHECKED_REASONS],
+    /// Mode `report`, likewise.
+    pub report: [Counter; CHECKED_REASONS],
+    pub not_required: Counter,
     pub previous_accepted: Counter,
 }
 
@@ -102,19 +102,9 @@ impl TenantCounters {
         TenantCounters {
             on: checked("on"),
             report: checked("report"),
-            not_required: one("off", AUTH_REASONS[Reason::NotRequired as usize]),
+            not_required: one("off", AUTH_REASONS[CHECKED_REASONS]),
             previous_accepted: counter!(PREVIOUS_TOKEN_ACCEPTED, "tenant" => tenant.to_string()),
         }
-    }
-
-    /// Counts one decision taken in `mode`.
-    pub fn count(&self, mode: Mode, reason: Reason) {
-        let counter = match (mode, reason) {
-            (_, Reason::NotRequired) | (Mode::Off, _) => &self.not_required,
-            (Mode::On, reason) => &self.on[reason as usize],
-            (Mode::Report, reason) => &self.report[reason as usize],
-        };
-        counter.increment(1);
     }
 }
 

@@ -52,6 +52,26 @@ pub struct Decision<'a, 's> {
     pub previous: bool,
 }
 
+impl Decision<'_, '_> {
+    /// Counts the decision on its tenant's counters, or on `other` (those shared by
+    /// tenants without stored state); nothing for refusals before the tenant.
+    pub fn count(&self, other: &TenantCounters) {
+        let Some(reason) = self.outcome.reason() else {
+            return;
+        };
+        let counters = self.counters.unwrap_or(other);
+        let counter = match (self.mode, reason) {
+            (_, Reason::NotRequired) | (Mode::Off, _) => &counters.not_required,
+            (Mode::On, reason) => &counters.on[reason as usize],
+            (Mode::Report, reason) => &counters.report[reason as usize],
+        };
+        counter.increment(1);
+        if self.previous {
+            counters.previous_accepted.increment(1);
+        }
+    }
+}
+
 /// The verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

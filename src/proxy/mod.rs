@@ -173,13 +173,7 @@ impl Proxy {
                 log.decision = decision.outcome.label();
                 log.token_id = decision.token.map(|t| t.digest.id());
             }
-            if let Some(reason) = decision.outcome.reason() {
-                let counters = decision.counters.unwrap_or(&self.metrics.other_tenant);
-                counters.count(decision.mode, reason);
-                if decision.previous {
-                    counters.previous_accepted.increment(1);
-                }
-            }
+            decision.count(&self.metrics.other_tenant);
             if let Some(used) = decision.used {
                 used.touch(now_ms / 1000);
             }
