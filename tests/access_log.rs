@@ -387,3 +387,85 @@ async fn upstream_failures_client_aborts_and_http2_each_get_a_line() {
     assert_eq!(failed["status"], 502);
     assert_eq!(failed["upstream_ms"], Value::Null, "{failed}");
 }
+
+#[tokio::test]
+async fn report_mode_logs_each_would_be_refusal_and_the_previous_token_by_its_id() {
+    let up = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let extra = format!(
+        "{}access_log: {{ target: access.log, format: json }}\n",
+        admin_yaml()
+    );
+    let config = write_config(dir.path(), up.addr, &extra);
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let at = await_listening(&mut child, "gateway");
+    let proxy = |p: &str| format!("http://{}{p}", at.proxy);
+    let approver = format!("Bearer {}", keys().approver);
+    let admin = |method: &str, p: &str, body: &str| {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{p}", at.admin))
+            .header("authorization", &approver)
+            .body(full(body.to_string()))
+            .unwrap();
+        async move {
+            let response = within("admin", client().request(req)).await.unwrap();
+            let bytes = body_bytes(response).await;
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    admin(
+        "PUT",
+        "/admin/v1/tenants/acme/settings",
+        r#"{"mode": "report"}"#,
+    )
+    .await;
+    let first = admin("POST", "/admin/v1/tenants/acme/token", "{}").await;
+    admin(
+        "POST",
+        "/admin/v1/tenants/acme/token",
+        r#"{"previous_valid_for": 600}"#,
+    )
+    .await;
+    let old = format!("Bearer {}", first["token"].as_str().unwrap());
+
+    let batch = proxy("/m2/acme/profile/batchUpdate");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "would_refuse:missing"),
+        (
+            &[("authorization", "Bearer authgate_tk_wrong")],
+            "would_refuse:invalid",
+        ),
+        (
+            &[("authorization", "Bearer not a token")],
+            "would_refuse:malformed",
+        ),
+        (&[("authorization", &old)], "ok"),
+    ];
+    for (headers, _) in &cases {
+        assert_eq!(send(batch.clone(), "POST", headers).await.0, StatusCode::OK);
+    }
+    let logged = lines(&log, cases.len()).await;
+    for ((_, decision), line) in cases.iter().zip(&logged) {
+        assert_eq!(line["decision"], *decision, "{line}");
+        assert_eq!(line["status"], 200, "forwarded: {line}");
+    }
+    assert_eq!(
+        logged[3]["token_id"], first["id"],
+        "the previous token, by its id"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(first["token"].as_str().unwrap()),
+        "no token in the log"
+    );
+    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -37,6 +37,16 @@ impl Admin {
         let expiries =
             expiries.map(|(name, t)| (name.as_str(), t.token.as_ref().map(|t| t.expires_at_ms)));
         crate::metrics::token_expiry(expiries, crate::time::now_ms());
+        let uses = snapshot.state.tenants.iter().flat_map(|(name, t)| {
+            let at = |t: &crate::state::TokenRecord| self.state.last_used(&t.digest).unwrap_or(0);
+            let current = t.token.as_ref().map_or(0, at);
+            let previous = t.previous.as_ref().map_or(0, |p| at(&p.token));
+            [
+                (name.as_str(), "current", current),
+                (name.as_str(), "previous", previous),
+            ]
+        });
+        crate::metrics::token_last_used(uses);
         self.tls.record_expiry(std::time::SystemTime::now());
         let mut response = Response::new(Body::full(self.metrics.render()));
         response.headers_mut().insert(
@@ -49,14 +59,19 @@ impl Admin {
     /// `GET /admin/v1/tenants` (viewer).
     pub(super) fn tenants(&self, headers: &HeaderMap) -> Answer {
         self.authorize(headers, Role::Viewer)?;
-        Ok(ok_json(&api::list(&self.state.snapshot().state)))
+        let last_used = |d: &_| self.state.last_used(d);
+        Ok(ok_json(&api::list(
+            &self.state.snapshot().state,
+            &last_used,
+        )))
     }
 
     /// `GET /admin/v1/tenants/{tenant}` (viewer).
     pub(super) fn tenant(&self, headers: &HeaderMap, tenant: &str) -> Answer {
         self.authorize(headers, Role::Viewer)?;
         let tenant = api::tenant_name(tenant)?;
-        let doc = api::document(&tenant, &self.state.snapshot().state.tenant(&tenant));
+        let state = self.state.snapshot().state.tenant(&tenant);
+        let doc = api::document(&tenant, &state, &|d| self.state.last_used(d));
         Ok(ok_json(&doc))
     }
 
@@ -65,13 +80,13 @@ impl Admin {
         let actor = self.authorize(req.headers(), Role::Approver)?;
         let tenant = api::tenant_name(tenant)?;
         let if_match = api::if_match(req.headers())?;
-        let require = api::parse_settings(req.into_body()).await?;
-        let cmd = Command::SetRequireAuthentication {
+        let mode = api::parse_settings(req.into_body()).await?;
+        let cmd = Command::SetMode {
             tenant: tenant.clone(),
-            require,
+            mode,
         };
         let (after, acks) = api::apply(&self.state, &actor, cmd, if_match).await?;
-        let mut doc = api::document(&tenant, &after);
+        let mut doc = api::document(&tenant, &after, &|d| self.state.last_used(d));
         if let Some(acks) = acks {
             doc["replicas"] = api::replicas(&acks);
         }
@@ -87,8 +102,8 @@ impl Admin {
         let actor = self.authorize(req.headers(), Role::Approver)?;
         let tenant = api::tenant_name(tenant)?;
         let if_match = api::if_match(req.headers())?;
-        let expires_in = api::parse_expires_in(req.into_body(), &self.tokens).await?;
-        api::generate(&self.state, &actor, tenant, expires_in, if_match).await
+        let request = api::parse_token_request(req.into_body(), &self.tokens).await?;
+        api::generate(&self.state, &actor, tenant, request, if_match).await
     }
 
     /// `DELETE /admin/v1/tenants/{tenant}/token` (approver): 204.

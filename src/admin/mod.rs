@@ -6,9 +6,11 @@
 //! - `GET /metrics`: Prometheus text exposition;
 //! - `GET /admin/v1/tenants` (viewer): every tenant with stored state;
 //! - `GET /admin/v1/tenants/{tenant}` (viewer): one tenant document;
-//! - `PUT /admin/v1/tenants/{tenant}/settings` (approver): `{"require_authentication": bool}`;
-//! - `POST /admin/v1/tenants/{tenant}/token` (approver): generate, optional `{"expires_in": s}`;
-//! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke;
+//! - `PUT /admin/v1/tenants/{tenant}/settings` (approver): `{"mode": "off"|"report"|"on"}`
+//!   or `{"require_authentication": bool}`;
+//! - `POST /admin/v1/tenants/{tenant}/token` (approver): generate, optional
+//!   `{"expires_in": s, "previous_valid_for": s}`;
+//! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke every token;
 //! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
 //! - `GET /admin/v1/cluster` (viewer): the Redis epoch, revision and replicas' leases;
 //! - `GET /admin/v1/openapi.json` (viewer): the OpenAPI 3.1 document of all this ([`openapi`]);

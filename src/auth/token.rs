@@ -37,7 +37,7 @@ pub fn holds_secret(value: &[u8]) -> bool {
 }
 
 /// The SHA-256 digest of a secret. Its `Debug` shows only the fingerprint.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {

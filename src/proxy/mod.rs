@@ -167,9 +167,10 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Admitted, GatewayError> {
         check_framing(head)?;
-        let (outcome, rewritten) = {
+        let (outcome, rewritten, strip) = {
             let snapshot = self.state.snapshot();
-            let mut decision = decide(&self.routes, &snapshot, head, crate::time::now_ms());
+            let now_ms = crate::time::now_ms();
+            let mut decision = decide(&self.routes, &snapshot, head, now_ms);
             exchange.class = decision.class;
             if let Some(log) = &mut exchange.log {
                 if let Cow::Owned(path) = &decision.path {
@@ -179,15 +180,19 @@ impl Proxy {
                 log.decision = decision.outcome.label();
                 log.token_id = decision.token.map(|t| t.digest.id_bytes());
             }
-            if let Some(reason) = decision.outcome.reason() {
-                let counters = decision.counters.unwrap_or(&self.metrics.other_tenant);
-                counters.by_reason[reason as usize].increment(1);
+            decision.count(&self.metrics.other_tenant);
+            if let Some(used) = decision.used {
+                used.touch(now_ms / 1000);
             }
             let rewritten = match decision.path {
                 Cow::Owned(path) => Some(path),
                 Cow::Borrowed(_) => None,
             };
-            (decision.outcome, rewritten)
+            // A request that presented one of the tenant's tokens loses `Authorization`
+            // whatever the verdict (in mode `report` it is forwarded); any other
+            // authgate secret is stripped by `headers::to_upstream`.
+            let strip = decision.token.is_some();
+            (decision.outcome, rewritten, strip)
         };
         // Redis store: a replica whose lease ran out cannot know the current tokens (nor
         // whether the tenant requires one), so every protected route waits. Checked
@@ -195,16 +200,13 @@ impl Proxy {
         if outcome.reason().is_some() && self.state.fenced() {
             return Err(GatewayError::Fenced);
         }
-        match outcome {
-            Outcome::Rejected(rejection) => {
-                // The path only: queries may carry secrets.
-                tracing::debug!(?rejection, method = %head.method, path = %head.uri.path(), peer = %peer.addr, "request refused");
-                return Err(rejection.into());
-            }
-            Outcome::Allowed => {
-                head.headers.remove(header::AUTHORIZATION);
-            }
-            Outcome::Unprotected | Outcome::NotRequired => {}
+        if let Outcome::Rejected(rejection) = outcome {
+            // The path only: queries may carry secrets.
+            tracing::debug!(?rejection, method = %head.method, path = %head.uri.path(), peer = %peer.addr, "request refused");
+            return Err(rejection.into());
+        }
+        if strip {
+            head.headers.remove(header::AUTHORIZATION);
         }
         let mut body_limit = u64::MAX;
         if exchange.class == RouteClass::Protected {
