@@ -98,7 +98,7 @@ impl Inner {
     /// writer then polls the acks hash).
     async fn ack_subscription(&self) -> Option<PubSubStream> {
         let subscribe = async {
-            let mut pubsub = self.client.get_async_pubsub().await.ok()?;
+            let (mut pubsub, _) = self.dialer.pubsub(self.settings.heartbeat).await.ok()?;
             pubsub.subscribe(&self.keys.acked).await.ok()?;
             Some(pubsub.into_on_message())
         };
