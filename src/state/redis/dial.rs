@@ -89,9 +89,24 @@ impl Tls {
     }
 }
 
-fn tls_reason(e: &std::io::Error) -> Option<String> {
-    let inner = e.get_ref()?;
-    inner.downcast_ref::<rustls::Error>().map(|e| e.to_string())
+/// The rustls error in `e`'s causes (looking inside `io::Error`s), if TLS is what failed.
+fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut pending = vec![e];
+    while let Some(err) = pending.pop() {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            pending.push(inner);
+        }
+        if let Some(next) = err.source() {
+            pending.push(next);
+        }
+    }
+    None
 }
 
 /// Why a dial failed: `Refused` is a setting that will not work (TLS verification, a
@@ -110,6 +125,11 @@ impl Failure {
     }
 
     fn from_redis(e: ::redis::RedisError, what: &str) -> Failure {
+        // TLS 1.3 clients finish the handshake before the server checks their
+        // certificate: its refusal arrives on the first read, here.
+        if let Some(reason) = tls_reason(&e) {
+            return Failure::Refused(format!("{what}: TLS: {reason}"));
+        }
         let msg = format!("{what}: {e}");
         if e.kind() == ::redis::ErrorKind::AuthenticationFailed
             || e.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH")
