@@ -265,37 +265,24 @@ impl Dialer {
         }
     }
 
-    /// A pub/sub connection to the primary last reached (found first if none was), and
-    /// its generation.
+    /// A pub/sub connection to the primary, and its generation. With sentinels, the
+    /// primary is found and verified first (a subscription to a node that is no longer
+    /// the primary would hear nothing).
     pub(super) async fn pubsub(&self, timeout: Duration) -> Result<(PubSub, u64), Failure> {
-        let known = self
-            .primary
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (stream, generation) = match (&self.target, known) {
-            (Target::Unix(path), _) => {
+        let (stream, generation) = match &self.target {
+            Target::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|e| Failure::Unreachable(format!("{}: {e}", path.display())))?;
                 (Box::new(stream) as Box<dyn Io>, self.generation())
             }
-            (Target::Sentinel(_), None) => {
-                // Find (and verify) the primary first.
+            Target::Sentinel(sentinels) => {
                 let config = AsyncConnectionConfig::new().set_response_timeout(timeout);
-                let (_, generation) = self.multiplexed(&config, timeout).await?;
-                let (host, port) = self
-                    .primary
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-                    .ok_or_else(|| Failure::Unreachable("no primary known".into()))?;
+                let (_, (host, port)) = sentinels.primary(self, &config, timeout).await?;
+                let generation = self.reached((host.clone(), port));
                 (self.tcp(&host, port).await?, generation)
             }
-            (Target::Sentinel(_), Some((host, port))) => {
-                (self.tcp(&host, port).await?, self.generation())
-            }
-            (Target::Tcp { host, port }, _) => (self.tcp(host, *port).await?, self.generation()),
+            Target::Tcp { host, port } => (self.tcp(host, *port).await?, self.generation()),
         };
         let pubsub = PubSub::new(&self.info, stream)
             .await
