@@ -374,7 +374,7 @@ async fn failover(d: &mut Deployment, primary: usize) -> String {
     stop.store(true, Ordering::Relaxed);
     within("traffic to stop", traffic).await.unwrap();
 
-    let t = tally.lock().unwrap();
+    let t = std::mem::take(&mut *tally.lock().unwrap());
     let first = t.first_rotation_after_kill.unwrap() - kill;
     assert_eq!(t.stale, 0, "replaced tokens accepted during the failover");
     assert_eq!(

@@ -117,12 +117,12 @@ pub struct RedisState {
     pub url: String,
     /// TLS settings for a `rediss://` URL (CA, server name, client certificate); `None`
     /// for a plain URL.
-    pub tls: Option<UpstreamTls>,
+    pub tls: Option<Box<UpstreamTls>>,
     /// The file holding the password (read at start and by whoever re-reads it:
-    /// `state::redis::read_password`), instead of one in the URL.
+    /// [`read_password`]), instead of one in the URL.
     pub password_file: Option<PathBuf>,
     /// Find the primary through Redis Sentinel instead of the URL's host.
-    pub sentinel: Option<RedisSentinel>,
+    pub sentinel: Option<Box<RedisSentinel>>,
     /// Every key is `{key_prefix}:…` (one hash tag, so Redis Cluster keeps them together).
     pub key_prefix: String,
     /// How long a renewed lease lets this replica serve protected routes.
@@ -138,7 +138,7 @@ pub struct RedisState {
     pub replica: String,
 }
 
-pub use state::{redact_url, RedisSentinel, Secret};
+pub use state::{read_password, redact_url, RedisSentinel, Secret};
 
 #[derive(Debug, Clone, Default)]
 pub struct Admin {

@@ -73,7 +73,7 @@ fn redis_state(raw: super::raw::RawRedis, base: &Path, p: &mut Problems<'_>) -> 
         base,
         p,
     );
-    let tls = tls_url.then_some(tls);
+    let tls = tls_url.then(|| Box::new(tls));
     let password_file = raw.password_file.map(|file| {
         let file = certs::resolve(base, &file);
         check_password_file(&file, &at("password_file"), p);
@@ -90,7 +90,10 @@ fn redis_state(raw: super::raw::RawRedis, base: &Path, p: &mut Problems<'_>) -> 
             p.warn(&at("url"), msg);
         }
     }
-    let sentinel = raw.sentinel.and_then(|raw| sentinel(raw, base, p));
+    let sentinel = raw
+        .sentinel
+        .and_then(|raw| sentinel(raw, base, p))
+        .map(Box::new);
     if sentinel.is_some() && parsed.as_ref().is_some_and(|u| u.unix) {
         let msg =
             "a unix:// URL cannot be combined with `sentinel`: sentinels answer with TCP addresses"
@@ -217,6 +220,25 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{user}{}", &rest[at..])
 }
 
+/// A password file's contents without the trailing line break; an error names the file,
+/// never what it holds. The store reads it at start; a reload may call it again.
+pub fn read_password(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read password file {}: {e}", path.display()))?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(format!("{}: the password file is empty", path.display()));
+    }
+    if password.contains(['\n', '\r']) {
+        return Err(format!(
+            "{}: the password file holds more than one line",
+            path.display()
+        ));
+    }
+    Ok(password.to_string())
+}
+
 /// What the config check learned from the URL.
 struct UrlFacts {
     tls: bool,
@@ -255,8 +277,8 @@ fn check_url(url: &str, p: &mut Problems<'_>) -> Option<UrlFacts> {
 /// The file must be readable and hold a password; its contents are never shown. One
 /// that others may read is a warning.
 fn check_password_file(file: &Path, at: &[super::Seg], p: &mut Problems<'_>) {
-    match crate::state::redis::read_password(file) {
-        Err(e) => p.push(at, e.to_string()),
+    match read_password(file) {
+        Err(e) => p.push(at, e),
         Ok(_) => {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(file) {

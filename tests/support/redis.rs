@@ -500,7 +500,7 @@ impl Cluster {
     ) -> Cluster {
         let upstream = Upstream::start(|_r| async { http::Response::new(full("ok")) }).await;
         let dir = tempfile::tempdir().unwrap();
-        let names = ["a", "b", "c", "d", "e"];
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
         let configs: Vec<PathBuf> = names[..n]
             .iter()
             .map(|name| replica_config(dir.path(), name, url, upstream.addr, extra))

@@ -12,7 +12,7 @@
 //! Every dial also says which primary it reached: [`Dialer::generation`] counts the
 //! primaries seen, so a connection made before a failover is recognised as stale.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -24,30 +24,12 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sentinel::Sentinels;
-use crate::config::{redact_url, RedisState};
+use crate::config::{read_password, redact_url, RedisState};
 use crate::state::StoreError;
 
 /// A byte stream to Redis: TCP, TLS over TCP, or a Unix socket.
 pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// A password file's contents without the trailing line break; the message of an error
-/// names the file, never what it holds. Read at start; a reload may call it again.
-pub fn read_password(path: &Path) -> Result<String, StoreError> {
-    let unusable = |why: &str| StoreError::Unavailable(format!("{}: {why}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        StoreError::Unavailable(format!("cannot read password file {}: {e}", path.display()))
-    })?;
-    let password = text.strip_suffix('\n').unwrap_or(&text);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.is_empty() {
-        return Err(unusable("the password file is empty"));
-    }
-    if password.contains(['\n', '\r']) {
-        return Err(unusable("the password file holds more than one line"));
-    }
-    Ok(password.to_string())
-}
 
 /// Where to dial.
 #[derive(Debug)]
@@ -184,7 +166,7 @@ impl Dialer {
         let parsed = plain.as_str().into_connection_info().map_err(bad)?;
         let mut info = parsed.redis;
         if let Some(file) = &settings.password_file {
-            info.password = Some(read_password(file)?);
+            info.password = Some(read_password(file).map_err(StoreError::Unavailable)?);
         }
         let tls = match &settings.tls {
             None => None,

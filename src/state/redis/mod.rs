@@ -50,7 +50,6 @@ use super::{
 };
 use crate::config::RedisState;
 use conn::Conn;
-pub use dial::read_password;
 use dial::{Dialer, Failure};
 pub use init::{init, InitOutcome};
 pub use keys::Keys;

@@ -44,7 +44,9 @@ const MIN_PER_SENTINEL: Duration = Duration::from_millis(50);
 impl Sentinels {
     pub(super) fn new(settings: &RedisSentinel) -> Result<Sentinels, StoreError> {
         let password = match (&settings.password_file, &settings.password) {
-            (Some(file), _) => Some(dial::read_password(file)?),
+            (Some(file), _) => {
+                Some(crate::config::read_password(file).map_err(StoreError::Unavailable)?)
+            }
             (None, Some(secret)) => Some(secret.0.clone()),
             (None, None) => None,
         };
