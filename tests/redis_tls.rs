@@ -362,6 +362,37 @@ fn check_reads_the_redis_tls_and_password_files_and_warns_of_a_password_in_the_u
     let (ok, out) = check(&both);
     assert!(!ok && !out.contains(&password), "{out}");
 
+    // Sentinel settings: the name and the nodes are required, nodes are host:port, a
+    // unix:// URL cannot be combined, an inline sentinel password is warned about.
+    let bad = config_with(
+        dir,
+        "bad-sentinel",
+        "redis://authgate/0",
+        ", sentinel: { nodes: [\"10.0.0.5\", \"10.0.0.6:26379\"] }",
+    );
+    let (ok, out) = check(&bad);
+    assert!(!ok, "{out}");
+    assert!(out.contains("state.redis.sentinel.master_name"), "{out}");
+    assert!(
+        out.contains("state.redis.sentinel.nodes[0]") && out.contains("not host:port"),
+        "{out}"
+    );
+    let unix = config_with(
+        dir,
+        "unix-sentinel",
+        "unix:///run/redis.sock",
+        ", sentinel: { master_name: authgate, nodes: [\"10.0.0.5:26379\"] }",
+    );
+    let (ok, out) = check(&unix);
+    assert!(!ok && out.contains("unix://"), "{out}");
+    let inline = config_with(dir, "inline-sentinel", "redis://authgate/0", &format!(", sentinel: {{ master_name: authgate, nodes: [\"10.0.0.5:26379\"], password: {password} }}"));
+    let (ok, out) = check(&inline);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("state.redis.sentinel.password") && !out.contains(&password),
+        "{out}"
+    );
+
     // Good files pass.
     let good = config_with(
         dir,

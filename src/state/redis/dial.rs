@@ -247,24 +247,43 @@ impl Dialer {
         }
     }
 
-    /// A pub/sub connection to the primary, and its generation. With sentinels, the
-    /// primary is found and verified first (a subscription to a node that is no longer
-    /// the primary would hear nothing).
-    pub(super) async fn pubsub(&self, timeout: Duration) -> Result<(PubSub, u64), Failure> {
-        let (stream, generation) = match &self.target {
-            Target::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|e| Failure::Unreachable(format!("{}: {e}", path.display())))?;
-                (Box::new(stream) as Box<dyn Io>, self.generation())
-            }
-            Target::Sentinel(sentinels) => {
-                let config = AsyncConnectionConfig::new().set_response_timeout(timeout);
-                let (_, (host, port)) = sentinels.primary(self, &config, timeout).await?;
-                let generation = self.reached((host.clone(), port));
+    /// A pub/sub connection to the primary, and its generation. With sentinels and
+    /// `verify`, the primary is found and verified first (a subscription to a node that
+    /// is no longer the primary would hear nothing); without, the primary last reached
+    /// is used when there is one (the writers' ack hints, which polling backs up).
+    pub(super) async fn pubsub(
+        &self,
+        timeout: Duration,
+        verify: bool,
+    ) -> Result<(PubSub, u64), Failure> {
+        let known = match (&self.target, verify) {
+            (Target::Sentinel(_), false) => self
+                .primary
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            _ => None,
+        };
+        let (stream, generation) = match (&self.target, known) {
+            (Target::Sentinel(_), Some((host, port))) => {
+                let generation = self.generation();
                 (self.tcp(&host, port).await?, generation)
             }
-            Target::Tcp { host, port } => (self.tcp(host, *port).await?, self.generation()),
+            (target, _) => match target {
+                Target::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(|e| Failure::Unreachable(format!("{}: {e}", path.display())))?;
+                    (Box::new(stream) as Box<dyn Io>, self.generation())
+                }
+                Target::Sentinel(sentinels) => {
+                    let config = AsyncConnectionConfig::new().set_response_timeout(timeout);
+                    let (_, (host, port)) = sentinels.primary(self, &config, timeout).await?;
+                    let generation = self.reached((host.clone(), port));
+                    (self.tcp(&host, port).await?, generation)
+                }
+                Target::Tcp { host, port } => (self.tcp(host, *port).await?, self.generation()),
+            },
         };
         let pubsub = PubSub::new(&self.info, stream)
             .await

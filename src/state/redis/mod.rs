@@ -23,13 +23,14 @@
 //! revisions, resyncs and leases carry correctness. The [`Fence`] closes protected
 //! routes when the last lease (minus one heartbeat) runs out.
 //!
-//! Files, by role: [`dial`] (TCP or TLS to the URL's host or to the primary the
+//! Files, by role: [`acks`] (the writers' shared ack subscription), [`dial`] (TCP or TLS to the URL's host or to the primary the
 //! [`sentinel`]s name, with the password from the URL or `password_file`), [`conn`]
 //! (one connection, every call bounded, dropped when a failover made it stale), [`keys`] and
 //! [`scripts`] (the names, and each Lua script with its arguments and typed reply, read
 //! through [`wire`]), [`writer`] (a change), [`replica`] (the loop), [`status`] (what
 //! `GET /admin/v1/cluster` shows) and [`init`] (`authgate cluster init`).
 
+mod acks;
 mod conn;
 mod dial;
 mod init;
@@ -63,6 +64,8 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     dialer: Arc<Dialer>,
+    /// The writers' ack subscription, shared by every change.
+    ack_feed: Arc<acks::AckFeed>,
     /// Writers and the cluster endpoint.
     writer: Conn,
     /// The replica loop's own connection, so renewals never queue behind writers.
@@ -95,6 +98,7 @@ impl RedisStore {
                 ),
                 replica: Conn::new(dialer.clone(), heartbeat, heartbeat, false),
                 dialer,
+                ack_feed: Arc::new(acks::AckFeed::new()),
                 fence: Fence::new(),
                 settings,
             }),

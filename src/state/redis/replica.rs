@@ -100,7 +100,7 @@ async fn session(
     let subscribe = async {
         let (mut pubsub, generation) = inner
             .dialer
-            .pubsub(heartbeat)
+            .pubsub(heartbeat, true)
             .await
             .map_err(|f| f.message())?;
         pubsub
