@@ -4,11 +4,12 @@
 //!
 //! Messages are hints, as everywhere in the protocol: a writer that subscribed to the
 //! feed before running its change hears every acknowledgement the feed receives from
-//! then on, and re-reads the acks hash every 100 ms anyway, so a feed that is down, on
-//! a stale primary or lagging costs latency, never correctness. While the feed is not
-//! subscribed, a change subscribes on its own connection, as before the feed existed.
+//! then on, and re-reads the acks hash every 100 ms anyway, so a feed that is down or
+//! lagging costs latency, never correctness. While the feed is not subscribed, or is
+//! subscribed to another primary than the newest one reached, a change subscribes on
+//! its own connection, as before the feed existed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub(super) struct AckFeed {
     tx: broadcast::Sender<Ack>,
     /// Subscribed now (SUBSCRIBE answered, stream not ended).
     live: AtomicBool,
+    /// The primary ([`Dialer::generation`]) the subscription is on.
+    generation: AtomicU64,
     started: AtomicBool,
 }
 
@@ -43,6 +46,7 @@ impl AckFeed {
         AckFeed {
             tx: broadcast::channel(1024).0,
             live: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             started: AtomicBool::new(false),
         }
     }
@@ -65,7 +69,8 @@ impl AckFeed {
         // Subscribed to the broadcast first, then checked: a message the feed forwards
         // after `live` was seen is received.
         let rx = self.tx.subscribe();
-        self.live.load(Ordering::Acquire).then_some(rx)
+        let current = self.generation.load(Ordering::Acquire) == dialer.generation();
+        (self.live.load(Ordering::Acquire) && current).then_some(rx)
     }
 }
 
@@ -83,6 +88,7 @@ async fn run(feed: Weak<AckFeed>, dialer: Arc<Dialer>, channel: String, heartbea
         .flatten();
         if let Some((mut messages, generation)) = subscribed {
             let Some(live) = feed.upgrade() else { return };
+            live.generation.store(generation, Ordering::Release);
             live.live.store(true, Ordering::Release);
             drop(live);
             let mut check = tokio::time::interval(heartbeat);
