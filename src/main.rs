@@ -175,15 +175,14 @@ fn cluster_init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
         anyhow::bail!("{}: state.backend is not `redis`", path.display());
     };
     let outcome = runtime(1)?.block_on(init(redis, force))?;
+    let shown = authgate::config::redact_url(&redis.url);
     match outcome {
-        InitOutcome::Created { epoch } => println!("initialised {}: epoch {epoch}", redis.url),
-        InitOutcome::Replaced { old, epoch } => println!(
-            "replaced epoch {old} with {epoch} at {}; every replica resyncs",
-            redis.url
-        ),
+        InitOutcome::Created { epoch } => println!("initialised {}: epoch {epoch}", shown),
+        InitOutcome::Replaced { old, epoch } => {
+            println!("replaced epoch {old} with {epoch} at {shown}; every replica resyncs")
+        }
         InitOutcome::Exists { epoch } => anyhow::bail!(
-            "{} already has epoch {epoch}; nothing changed (--force replaces it)",
-            redis.url
+            "{shown} already has epoch {epoch}; nothing changed (--force replaces it)"
         ),
     }
     Ok(())

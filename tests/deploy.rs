@@ -129,3 +129,52 @@ fn the_replicas_trust_exactly_haproxy() {
         "{cfg}"
     );
 }
+
+/// The Sentinel overlay merges with the compose file into a valid project.
+#[test]
+fn the_sentinel_overlay_is_valid_compose() {
+    if !have_tool("docker-compose", "version") {
+        return;
+    }
+    let out = Command::new("docker-compose")
+        .args([
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "deploy/compose.sentinel.yml",
+            "config",
+            "-q",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Sentinel replicas' config passes `check`, its secret path pointed at a real file
+/// (inside compose it is the mounted secret).
+#[test]
+fn the_sentinel_replicas_config_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("redis-password");
+    std::fs::write(&secret, "example\n").unwrap();
+    let text = std::fs::read_to_string(root().join("deploy/compose-sentinel.yaml")).unwrap();
+    assert!(text.contains("/run/secrets/redis-password"));
+    let config = dir.path().join("config.yaml");
+    let text = text.replace("/run/secrets/redis-password", secret.to_str().unwrap());
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["check", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -721,37 +721,160 @@ async fn the_cluster_endpoint_lists_replicas_and_a_restarted_replica_waits_for_t
 }
 
 /// `cargo test --release --test redis -- --ignored --nocapture rotate_latency`
+///
+/// 500 sequential rotations through one of 1, 2, 4 and 8 replicas, every replica
+/// acknowledging, to a plain and to a TLS Redis; after each rotation one `PING` from the
+/// test to the same Redis over the same transport, so Redis' own round trip (and the
+/// machine's scheduling noise) is measured in the same run as the rotations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark; run with --ignored --nocapture"]
 async fn rotate_latency_benchmark() {
     if !have_redis() {
         return;
     }
-    for n in [1, 2, 4] {
-        let cluster = Cluster::start(n, "").await;
-        cluster.require_auth().await;
-        let a = &cluster.replicas[0];
-        for _ in 0..50 {
-            a.rotate().await;
+    // `ROTATE_REPLICAS=4,8` and `ROTATE_TRANSPORTS=tls` narrow the run (bench/rotate.sh).
+    let chosen = |var: &str, value: &str| {
+        std::env::var(var)
+            .map(|list| list.split(',').any(|x| x == value))
+            .unwrap_or(true)
+    };
+    for (tls, transport) in [(false, "plain"), (true, "tls")] {
+        for n in [1, 2, 4, 8] {
+            if chosen("ROTATE_TRANSPORTS", transport) && chosen("ROTATE_REPLICAS", &n.to_string()) {
+                rotate_latency(n, tls).await;
+            }
         }
-        let mut times = Vec::new();
-        let all = Instant::now();
-        for _ in 0..500 {
-            let t = Instant::now();
-            let answer = a.rotate().await;
-            times.push(t.elapsed());
-            assert!(all_acknowledged(&answer, n), "{answer}");
-        }
-        let wall = all.elapsed();
-        times.sort();
-        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
-        eprintln!(
-            "rotate, {n} replica(s): 500 calls in {wall:.2?} ({:.2?} each); p50 {:.2?} p99 {:.2?} max {:.2?}",
-            wall / 500,
-            pct(0.50),
-            pct(0.99),
-            times[times.len() - 1]
+    }
+}
+
+async fn rotate_latency(n: usize, tls: bool) {
+    let ca = support::tls::TestCa::new("bench Redis CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (redis, url, extra, ping_tls) = if tls {
+        let leaf = ca.leaf("redis.test", &["redis.test"]);
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (cert, key, ca_file) = (
+            write("redis.pem", &leaf.cert_pem),
+            write("redis.key", &leaf.key_pem),
+            write("ca.pem", &ca.pem()),
         );
+        let redis = Redis::start_opts(&RedisOptions {
+            tls: Some(RedisTlsFiles {
+                cert,
+                key,
+                ca: ca_file.clone(),
+                auth_clients: false,
+            }),
+            ..RedisOptions::default()
+        });
+        let url = format!("rediss://127.0.0.1:{}", redis.tls_port.unwrap());
+        let extra = format!(
+            ", tls: {{ ca: {}, server_name: redis.test }}",
+            ca_file.display()
+        );
+        let port = redis.tls_port.unwrap();
+        (
+            redis,
+            url,
+            extra,
+            Some((support::tls::client_config(&ca, &[], None), port)),
+        )
+    } else {
+        let redis = Redis::start();
+        let url = redis.url();
+        (redis, url, String::new(), None)
+    };
+    let mut ping = Pinger::connect(redis.port, ping_tls).await;
+    let cluster = Cluster::start_at(redis, &url, n, &extra).await;
+    cluster.require_auth().await;
+    let a = &cluster.replicas[0];
+    for _ in 0..50 {
+        a.rotate().await;
+        ping.ping().await;
+    }
+    let mut times = Vec::new();
+    let mut pings = Vec::new();
+    let all = Instant::now();
+    for _ in 0..500 {
+        let t = Instant::now();
+        let answer = a.rotate().await;
+        times.push(t.elapsed());
+        assert!(all_acknowledged(&answer, n), "{answer}");
+        pings.push(ping.ping().await);
+    }
+    let wall = all.elapsed();
+    times.sort();
+    pings.sort();
+    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let transport = if tls { "tls" } else { "plain" };
+    eprintln!(
+        "rotate, {n} replica(s), {transport}: 500 calls in {wall:.2?}; p50 {:.2?} p99 {:.2?} max {:.2?}; Redis PING round trip p50 {:.2?} p99 {:.2?} max {:.2?}",
+        pct(&times, 0.50),
+        pct(&times, 0.99),
+        times[times.len() - 1],
+        pct(&pings, 0.50),
+        pct(&pings, 0.99),
+        pings[pings.len() - 1],
+    );
+}
+
+/// One connection from the test to Redis sending `PING` and timing the answer: over
+/// TLS (the CA's config, to the TLS port) or plain.
+enum Pinger {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl Pinger {
+    async fn connect(
+        plain_port: u16,
+        tls: Option<(std::sync::Arc<rustls::ClientConfig>, u16)>,
+    ) -> Pinger {
+        match tls {
+            None => {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", plain_port))
+                    .await
+                    .unwrap();
+                tcp.set_nodelay(true).unwrap();
+                Pinger::Plain(tcp)
+            }
+            Some((config, port)) => {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                tcp.set_nodelay(true).unwrap();
+                let name = rustls::pki_types::ServerName::try_from("redis.test").unwrap();
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .unwrap();
+                Pinger::Tls(Box::new(tls))
+            }
+        }
+    }
+
+    async fn ping(&mut self) -> Duration {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut answer = [0u8; 7];
+        let t = Instant::now();
+        match self {
+            Pinger::Plain(s) => {
+                s.write_all(b"PING\r\n").await.unwrap();
+                s.read_exact(&mut answer).await.unwrap();
+            }
+            Pinger::Tls(s) => {
+                s.write_all(b"PING\r\n").await.unwrap();
+                s.flush().await.unwrap();
+                s.read_exact(&mut answer).await.unwrap();
+            }
+        }
+        let elapsed = t.elapsed();
+        assert_eq!(&answer, b"+PONG\r\n");
+        elapsed
     }
 }
 

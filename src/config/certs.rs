@@ -176,32 +176,47 @@ pub(super) fn upstream(
     base: &Path,
     p: &mut Problems<'_>,
 ) -> UpstreamTls {
+    let msg = "applies only to an https:// upstream.url; change the URL or remove this";
+    client(&["upstream", "tls"], raw, https, msg, base, p)
+}
+
+/// A TLS client's settings under `prefix` (`upstream.tls`, `state.redis.tls`): a CA
+/// bundle, a server name, an optional client certificate. `on` says whether the URL asks
+/// for TLS at all; settings for a plain URL are `unused`, a problem.
+pub(super) fn client(
+    prefix: &[&str],
+    raw: Option<RawUpstreamTls>,
+    on: bool,
+    unused: &str,
+    base: &Path,
+    p: &mut Problems<'_>,
+) -> UpstreamTls {
     let Some(raw) = raw else {
         return UpstreamTls::default();
     };
     let now = SystemTime::now();
+    let key = |k: &str| at(&[prefix, &[k]].concat());
     let any =
         raw.ca.is_some() || raw.server_name.is_some() || raw.cert.is_some() || raw.key.is_some();
-    if any && !https {
-        let msg = "applies only to an https:// upstream.url; change the URL or remove this";
-        p.push(&at(&["upstream", "tls"]), msg.into());
+    if any && !on {
+        p.push(&at(prefix), unused.into());
     }
     let ca = raw.ca.map(|ca| {
         let ca = resolve(base, &ca);
-        ca_bundle(&ca, &at(&["upstream", "tls", "ca"]), now, p);
+        ca_bundle(&ca, &key("ca"), now, p);
         ca
     });
     let server_name = raw.server_name.and_then(|name| {
         ServerName::try_from(name.clone())
             .map_err(|_| {
                 let msg = format!("`{name}` is not a DNS name or IP address");
-                p.push(&at(&["upstream", "tls", "server_name"]), msg);
+                p.push(&key("server_name"), msg);
             })
             .ok()
     });
     let client_cert = match (raw.cert, raw.key) {
         (None, None) => None,
-        (cert, key) => cert_files(&["upstream", "tls"], cert, key, base, now, p),
+        (cert, key) => cert_files(prefix, cert, key, base, now, p),
     };
     UpstreamTls {
         ca,

@@ -112,10 +112,19 @@ pub enum State {
 }
 
 /// `state.redis`: where the shared state lives and the lease protocol's timing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` hides the URL's password (see [`state::RedisState`'s impl](RedisState)).
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisState {
-    /// `redis://[user:password@]host:port[/db]` or `unix:///path`.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS) or `unix:///path`.
     pub url: String,
+    /// TLS settings for a `rediss://` URL (CA, server name, client certificate); `None`
+    /// for a plain URL.
+    pub tls: Option<Box<UpstreamTls>>,
+    /// The file holding the password (read at start and by whoever re-reads it:
+    /// [`read_password`]), instead of one in the URL.
+    pub password_file: Option<PathBuf>,
+    /// Find the primary through Redis Sentinel instead of the URL's host.
+    pub sentinel: Option<Box<RedisSentinel>>,
     /// Every key is `{key_prefix}:…` (one hash tag, so Redis Cluster keeps them together).
     pub key_prefix: String,
     /// How long a renewed lease lets this replica serve protected routes.
@@ -130,6 +139,8 @@ pub struct RedisState {
     /// This replica's name in leases and acknowledgements.
     pub replica: String,
 }
+
+pub use state::{read_password, redact_url, RedisSentinel, Secret};
 
 #[derive(Debug, Clone, Default)]
 pub struct Admin {

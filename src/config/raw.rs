@@ -140,6 +140,18 @@ pub(super) struct RawRedis {
     pub ack_timeout: Option<Value>,
     pub wait_replicas: Option<u64>,
     pub replica: Option<String>,
+    pub tls: Option<RawUpstreamTls>,
+    pub password_file: Option<String>,
+    pub sentinel: Option<RawSentinel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawSentinel {
+    pub master_name: Option<String>,
+    pub nodes: Option<Vec<String>>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -307,6 +307,7 @@ pub mod haproxy;
 pub mod lenient;
 pub mod redis;
 pub mod relay;
+pub mod sentinel;
 pub mod tls;
 
 pub mod scripted;

@@ -86,6 +86,21 @@ pub struct Listening {
 /// Its stderr keeps being drained afterwards, so it never blocks on a full pipe; with
 /// `AUTHGATE_TEST_LOGS` set, every line is echoed with `tag`.
 pub fn await_listening(child: &mut Child, tag: &str) -> Listening {
+    await_listening_into(child, tag, None)
+}
+
+/// [`await_listening`], also keeping every line (before and after the listening line)
+/// in `sink`, for tests that search the logs.
+pub fn await_listening_into(
+    child: &mut Child,
+    tag: &str,
+    sink: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+) -> Listening {
+    let keep = move |line: &str| {
+        if let Some(sink) = &sink {
+            sink.lock().unwrap().push(line.to_string());
+        }
+    };
     let rx = lines(child.stderr.take().expect("stderr piped"));
     let echo = std::env::var_os("AUTHGATE_TEST_LOGS").is_some();
     let tag = tag.to_string();
@@ -97,6 +112,7 @@ pub fn await_listening(child: &mut Child, tag: &str) -> Listening {
         if echo {
             eprintln!("[{tag}] {line}");
         }
+        keep(&line);
         if line.contains("listening") {
             let listening = Listening {
                 proxy: value_after(&line, "proxy=").to_string(),
@@ -108,6 +124,7 @@ pub fn await_listening(child: &mut Child, tag: &str) -> Listening {
                     if echo {
                         eprintln!("[{tag}] {line}");
                     }
+                    keep(&line);
                 }
             });
             return listening;

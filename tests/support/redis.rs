@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::{Request, StatusCode};
 use serde_json::Value;
 
-use super::process::await_listening;
+use super::process::await_listening_into;
 use super::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
@@ -33,6 +33,11 @@ pub fn have_redis() -> bool {
 /// [`Redis::start_persistent`].
 pub struct Redis {
     pub port: u16,
+    /// `--tls-port`, when started with TLS ([`RedisOptions::tls`]); `port` stays plain
+    /// for the test's own commands.
+    pub tls_port: Option<u16>,
+    /// `requirepass` (also `masterauth`), used by the test's own commands.
+    pub password: Option<String>,
     child: Child,
     /// Arguments beyond port, bind and dir (persistence, `--replicaof`), kept for restarts.
     args: Vec<String>,
@@ -55,6 +60,26 @@ fn owned(args: &[&str]) -> Vec<String> {
 
 /// No persistence: an RDB snapshot never, an append-only file never.
 const VOLATILE: [&str; 4] = ["--save", "", "--appendonly", "no"];
+
+/// TLS files for `redis-server --tls-port`.
+#[derive(Clone)]
+pub struct RedisTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA client certificates must be issued by (`--tls-ca-cert-file`).
+    pub ca: PathBuf,
+    /// `--tls-auth-clients yes`: a client certificate is required.
+    pub auth_clients: bool,
+}
+
+/// How [`Redis::start_opts`] starts a server (volatile, like [`Redis::start`]).
+#[derive(Clone, Default)]
+pub struct RedisOptions {
+    pub password: Option<String>,
+    pub tls: Option<RedisTlsFiles>,
+    /// `--replicaof 127.0.0.1 <port>`.
+    pub replica_of: Option<u16>,
+}
 
 impl Redis {
     /// Starts on a free port. Tests run in parallel and a port found free can be taken
@@ -91,7 +116,48 @@ impl Redis {
 
     fn start_with(args: Vec<String>) -> Redis {
         for _ in 0..10 {
-            if let Some(redis) = Redis::try_start_on(free_port(), &args, new_dir()) {
+            if let Some(redis) = Redis::try_start_on(free_port(), &args, new_dir(), None) {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of 10 free ports");
+    }
+
+    /// A volatile server with a password, TLS or `--replicaof`, as `opts` says.
+    pub fn start_opts(opts: &RedisOptions) -> Redis {
+        for _ in 0..10 {
+            let mut args = owned(&VOLATILE);
+            if let Some(password) = &opts.password {
+                args.extend(owned(&[
+                    "--requirepass",
+                    password,
+                    "--masterauth",
+                    password,
+                ]));
+            }
+            let tls_port = opts.tls.as_ref().map(|tls| {
+                let port = free_port();
+                args.extend(owned(&[
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-cert-file",
+                    tls.cert.to_str().unwrap(),
+                    "--tls-key-file",
+                    tls.key.to_str().unwrap(),
+                    "--tls-ca-cert-file",
+                    tls.ca.to_str().unwrap(),
+                    "--tls-auth-clients",
+                    if tls.auth_clients { "yes" } else { "no" },
+                ]));
+                port
+            });
+            if let Some(primary) = opts.replica_of {
+                args.extend(owned(&["--replicaof", "127.0.0.1", &primary.to_string()]));
+            }
+            if let Some(mut redis) =
+                Redis::try_start_on(free_port(), &args, new_dir(), opts.password.clone())
+            {
+                redis.tls_port = tls_port;
                 return redis;
             }
         }
@@ -101,11 +167,16 @@ impl Redis {
     /// Starts an empty server on `port` (a restart on the same port) and waits until it
     /// answers `PING`.
     pub fn start_on(port: u16) -> Redis {
-        Redis::try_start_on(port, &owned(&VOLATILE), new_dir())
+        Redis::try_start_on(port, &owned(&VOLATILE), new_dir(), None)
             .unwrap_or_else(|| panic!("redis-server on {port} did not start"))
     }
 
-    fn try_start_on(port: u16, args: &[String], dir: Dir) -> Option<Redis> {
+    fn try_start_on(
+        port: u16,
+        args: &[String],
+        dir: Dir,
+        password: Option<String>,
+    ) -> Option<Redis> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -117,6 +188,8 @@ impl Redis {
             .expect("redis-server starts");
         let mut redis = Redis {
             port,
+            tls_port: None,
+            password,
             child,
             args: args.to_vec(),
             dir,
@@ -141,8 +214,13 @@ impl Redis {
         info_text(self.cmd(&["INFO", section]))
     }
 
+    /// The plain port's URL, with the password if there is one (the test's own
+    /// commands; replicas get theirs from `password_file`).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -186,8 +264,10 @@ impl Redis {
     pub fn restart(&mut self) {
         self.kill();
         let (args, dir) = (self.args.clone(), self.dir.clone());
-        *self = Redis::try_start_on(self.port, &args, dir)
+        let (password, tls_port) = (self.password.clone(), self.tls_port);
+        *self = Redis::try_start_on(self.port, &args, dir, password)
             .unwrap_or_else(|| panic!("redis-server did not restart on {}", self.port));
+        self.tls_port = tls_port;
     }
 }
 
@@ -257,15 +337,22 @@ pub struct Replica {
     pub proxy: String,
     pub admin: String,
     pub config: PathBuf,
+    /// Every line it logged so far.
+    pub logs: Arc<std::sync::Mutex<Vec<String>>>,
     child: Child,
 }
 
 impl Replica {
     /// Starts the binary and waits for its listening line (not for readiness).
     pub fn spawn(config: &Path, name: &str) -> Replica {
+        Replica::spawn_logging(config, name, "warn,authgate=info")
+    }
+
+    /// [`Replica::spawn`] with `RUST_LOG=rust_log`.
+    pub fn spawn_logging(config: &Path, name: &str, rust_log: &str) -> Replica {
         let child = Command::new(BIN)
             .args(["serve", "-c", config.to_str().unwrap()])
-            .env("RUST_LOG", "warn,authgate=info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -276,9 +363,10 @@ impl Replica {
             proxy: String::new(),
             admin: String::new(),
             config: config.to_path_buf(),
+            logs: Arc::default(),
             child,
         };
-        let listening = await_listening(&mut replica.child, name);
+        let listening = await_listening_into(&mut replica.child, name, Some(replica.logs.clone()));
         replica.proxy = listening.proxy;
         replica.admin = listening.admin;
         replica
@@ -393,19 +481,36 @@ impl Cluster {
 
     /// [`Cluster::start`] on a Redis the test chose (persistent, with replicas…).
     pub async fn start_with(redis: Redis, n: usize, extra: &str) -> Cluster {
+        let url = redis.url();
+        Cluster::start_at(redis, &url, n, extra).await
+    }
+
+    /// [`Cluster::start_with`], the replicas reaching Redis at `url` (TLS, sentinels).
+    pub async fn start_at(redis: Redis, url: &str, n: usize, extra: &str) -> Cluster {
+        Cluster::start_logging(redis, url, n, extra, "warn,authgate=info").await
+    }
+
+    /// [`Cluster::start_at`] with the replicas logging at `RUST_LOG=rust_log`.
+    pub async fn start_logging(
+        redis: Redis,
+        url: &str,
+        n: usize,
+        extra: &str,
+        rust_log: &str,
+    ) -> Cluster {
         let upstream = Upstream::start(|_r| async { http::Response::new(full("ok")) }).await;
         let dir = tempfile::tempdir().unwrap();
-        let names = ["a", "b", "c", "d", "e"];
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
         let configs: Vec<PathBuf> = names[..n]
             .iter()
-            .map(|name| replica_config(dir.path(), name, &redis.url(), upstream.addr, extra))
+            .map(|name| replica_config(dir.path(), name, url, upstream.addr, extra))
             .collect();
         let (ok, out) = cluster_init(&configs[0], false);
         assert!(ok, "{out}");
         let replicas: Vec<Replica> = configs
             .iter()
             .zip(names)
-            .map(|(config, name)| Replica::spawn(config, name))
+            .map(|(config, name)| Replica::spawn_logging(config, name, rust_log))
             .collect();
         for r in &replicas {
             r.wait_ready().await;

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use ::redis::Value;
 
-use super::conn::{self, Conn};
+use std::sync::Arc;
+
+use super::conn::Conn;
+use super::dial::Dialer;
 use super::keys::Keys;
 use super::wire::text;
 use crate::config::RedisState;
@@ -31,9 +34,9 @@ pub enum InitOutcome {
 /// Sets a new random epoch when none exists (or replaces it with `force`). Replicas on
 /// another epoch fence themselves and resync.
 pub async fn init(settings: &RedisState, force: bool) -> Result<InitOutcome, StoreError> {
-    let client = conn::client(&settings.url)?;
+    let dialer = Arc::new(Dialer::new(settings)?);
     let timeout = Duration::from_secs(5);
-    let conn = Conn::new(client, timeout, timeout, false);
+    let conn = Conn::new(dialer, timeout, timeout, false);
     let keys = Keys::new(&settings.key_prefix);
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| StoreError::Unavailable(e.to_string()))?;

@@ -24,23 +24,27 @@
 //! revisions, resyncs and leases carry correctness. The [`Fence`] closes protected
 //! routes when the last lease (minus one heartbeat) runs out.
 //!
-//! Files, by role: [`conn`] (one connection, every call bounded), [`keys`] and
+//! Files, by role: [`acks`] (the writers' shared ack subscription), [`dial`] (TCP or TLS to the URL's host or to the primary the
+//! [`sentinel`]s name, with the password from the URL or `password_file`), [`conn`]
+//! (one connection, every call bounded, dropped when a failover made it stale), [`keys`] and
 //! [`scripts`] (the names, and each Lua script with its arguments and typed reply, read
 //! through [`wire`]), [`writer`] (a change), [`replica`] (the loop), [`status`] (what
 //! `GET /admin/v1/cluster` shows) and [`init`] (`authgate cluster init`).
 
+mod acks;
 mod conn;
+mod dial;
 mod init;
 mod keys;
 mod replica;
 mod scripts;
+mod sentinel;
 mod status;
 mod wire;
 mod writer;
 
 use std::sync::{Arc, Weak};
 
-use ::redis::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -48,6 +52,7 @@ use super::{
 };
 use crate::config::RedisState;
 use conn::Conn;
+use dial::{Dialer, Failure};
 pub use init::{init, InitOutcome};
 pub use keys::Keys;
 use scripts::Scripts;
@@ -59,7 +64,9 @@ struct Inner {
     settings: RedisState,
     keys: Keys,
     scripts: Scripts,
-    client: Client,
+    dialer: Arc<Dialer>,
+    /// The writers' ack subscription, shared by every change.
+    ack_feed: Arc<acks::AckFeed>,
     /// Writers and the cluster endpoint.
     writer: Conn,
     /// The replica loop's own connection, so renewals never queue behind writers.
@@ -74,9 +81,10 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects lazily: nothing is dialled until the store is used.
+    /// Reads the password files and the TLS files; nothing is dialled until the store
+    /// is used.
     pub fn new(settings: RedisState) -> Result<RedisStore, StoreError> {
-        let client = conn::client(&settings.url)?;
+        let dialer = Arc::new(Dialer::new(&settings)?);
         let timeout = settings.lease;
         let heartbeat = settings.heartbeat;
         Ok(RedisStore {
@@ -84,13 +92,14 @@ impl RedisStore {
                 keys: Keys::new(&settings.key_prefix),
                 scripts: Scripts::new(),
                 writer: Conn::new(
-                    client.clone(),
+                    dialer.clone(),
                     timeout,
                     settings.ack_timeout + heartbeat,
                     true,
                 ),
-                replica: Conn::new(client.clone(), heartbeat, heartbeat, false),
-                client,
+                replica: Conn::new(dialer.clone(), heartbeat, heartbeat, false),
+                dialer,
+                ack_feed: Arc::new(acks::AckFeed::new()),
                 fence: Fence::new(),
                 settings,
             }),
@@ -106,8 +115,17 @@ impl RedisStore {
 impl StateStore for RedisStore {
     /// The replica loop loads and keeps the state; until it has, the state is empty and
     /// the fence is closed (protected routes answer 503, `/readyz` 503).
+    ///
+    /// One dial first: settings that cannot work (a certificate that fails verification,
+    /// a client certificate or password Redis refuses) stop start-up with the reason; a
+    /// Redis that is only unreachable does not (the replica starts fenced and retries).
     fn load(&self) -> BoxFuture<'_, Result<State, StoreError>> {
-        Box::pin(async { Ok(State::default()) })
+        Box::pin(async {
+            match self.inner.writer.dial().await {
+                Err(Failure::Refused(why)) => Err(StoreError::Unavailable(why)),
+                Ok(()) | Err(Failure::Unreachable(_)) => Ok(State::default()),
+            }
+        })
     }
 
     fn apply(

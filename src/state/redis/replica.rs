@@ -29,6 +29,9 @@ enum End {
 
 /// What this replica holds.
 struct Local {
+    /// The primary ([`super::dial::Dialer::generation`]) this session subscribed to:
+    /// every read and renewal of the session must reach that one.
+    generation: u64,
     epoch: Option<String>,
     state: State,
     /// The newest revision heard of on this epoch (change messages, renewals, log
@@ -49,6 +52,7 @@ impl Local {
 
 pub(super) async fn run(inner: Arc<Inner>, handle: Weak<StateHandle>, shutdown: CancellationToken) {
     let mut local = Local {
+        generation: 0,
         epoch: None,
         state: State::default(),
         heard: 0,
@@ -94,12 +98,22 @@ async fn session(
 ) -> End {
     let heartbeat = inner.settings.heartbeat;
     let subscribe = async {
-        let mut pubsub = inner.client.get_async_pubsub().await?;
-        pubsub.subscribe(&inner.keys.changes).await?;
-        Ok::<_, ::redis::RedisError>(pubsub.into_on_message())
+        let (mut pubsub, generation) = inner
+            .dialer
+            .pubsub(heartbeat, true)
+            .await
+            .map_err(|f| f.message())?;
+        pubsub
+            .subscribe(&inner.keys.changes)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((pubsub.into_on_message(), generation))
     };
     let mut messages = match tokio::time::timeout(heartbeat * 2, subscribe).await {
-        Ok(Ok(messages)) => messages,
+        Ok(Ok((messages, generation))) => {
+            local.generation = generation;
+            messages
+        }
         Ok(Err(e)) => return End::Retry(format!("cannot subscribe: {e}")),
         Err(_) => return End::Retry("subscribing timed out".into()),
     };
@@ -109,7 +123,10 @@ async fn session(
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Biased: a subscription that broke (the primary died) is seen before the next
+        // renewal could reach a newly promoted primary with this session's revision.
         let woke_by_change = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return End::Shutdown,
             message = messages.next() => match message {
                 None => return End::Retry("the change subscription was lost".into()),
@@ -141,7 +158,8 @@ async fn session(
 async fn resync(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> Result<(), End> {
     crate::metrics::resync();
     let snapshot = inner.scripts.snapshot(&inner.keys);
-    let Some(Snapshot { epoch, state }) = call(inner, &snapshot, Snapshot::decode).await? else {
+    let Some(Snapshot { epoch, state }) = call(inner, local, &snapshot, Snapshot::decode).await?
+    else {
         return Err(no_epoch(inner));
     };
     let handle = handle.upgrade().ok_or(End::Shutdown)?;
@@ -170,7 +188,7 @@ async fn catch_up(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) 
         epoch,
         current,
         entries,
-    }) = call(inner, &read, Log::decode).await?
+    }) = call(inner, local, &read, Log::decode).await?
     else {
         return Err(no_epoch(inner));
     };
@@ -218,9 +236,15 @@ async fn renew(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> 
             inner.settings.lease,
         );
         let sent = Instant::now();
-        let reply = inner.replica.run(&invocation).await;
+        let reply = inner.replica.run_on(&invocation, local.generation).await;
         let reply = match reply.and_then(RenewReply::decode) {
             Ok(reply) => reply,
+            Err(_) if inner.dialer.generation() != local.generation => {
+                crate::metrics::renewal(false);
+                return Err(End::Retry(
+                    "the Redis primary changed; resubscribing and resyncing".into(),
+                ));
+            }
             Err(e) => {
                 // The lease runs out by itself; nothing to undo.
                 crate::metrics::renewal(false);
@@ -231,6 +255,15 @@ async fn renew(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> 
         };
         crate::metrics::renewal(matches!(reply, RenewReply::Renewed { .. }));
         match reply {
+            RenewReply::Renewed { current } if current < local.state.revision => {
+                // Redis holds fewer revisions than we applied: a promoted replica that
+                // missed the newest changes. Take its state whole.
+                inner.fence.close();
+                return Err(End::Retry(format!(
+                    "Redis is at revision {current}, behind this replica's {} (failover lost changes); resyncing",
+                    local.state.revision
+                )));
+            }
             RenewReply::Renewed { current } => {
                 local.heard_of(current);
                 // Serve until the lease Redis recorded, minus one heartbeat of margin:
@@ -264,12 +297,13 @@ async fn renew(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> 
 /// session.
 async fn call<T>(
     inner: &Inner,
+    local: &Local,
     invocation: &ScriptInvocation<'_>,
     decode: fn(Value) -> Result<T, StoreError>,
 ) -> Result<T, End> {
     inner
         .replica
-        .run(invocation)
+        .run_on(invocation, local.generation)
         .await
         .and_then(decode)
         .map_err(retry)

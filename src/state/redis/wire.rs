@@ -141,7 +141,10 @@ pub fn tenant(fields: &[String; TENANT_FIELDS], revision: u64) -> Result<TenantS
         fields;
     let mode = Mode::parse(mode).ok_or_else(|| bad(&format!("mode {mode:?}")))?;
     let ms = |s: &str| s.parse::<u64>().map_err(|_| bad("token time"));
-    let record = |sha256: &str, created_ms: &str, expires_ms: &str| {
+    let record = |sha256: &str,
+                  created_ms: &str,
+                  expires_ms: &str|
+     -> Result<Option<TokenRecord>, StoreError> {
         if sha256.is_empty() {
             return Ok(None);
         }

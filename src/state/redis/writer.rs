@@ -11,9 +11,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{MultiplexedConnection, PubSubStream};
-use futures_util::StreamExt;
+use ::redis::aio::MultiplexedConnection;
 
+use super::acks::Acks;
 use super::scripts::{Change, ChangeReply};
 use super::{wire, Inner};
 use crate::state::{Applied, Command, ReplicaAck, StoreError};
@@ -94,18 +94,26 @@ impl Inner {
         })
     }
 
-    /// A subscription to the ack channel; `None` when it cannot be had quickly (the
-    /// writer then polls the acks hash).
-    async fn ack_subscription(&self) -> Option<PubSubStream> {
+    /// Where this change hears acknowledgements: the process's ack feed when it is
+    /// subscribed, else a subscription of its own, else nothing (the writer then polls
+    /// the acks hash only).
+    async fn ack_subscription(&self) -> Acks {
+        let heartbeat = self.settings.heartbeat;
+        if let Some(rx) = self
+            .ack_feed
+            .receiver(&self.dialer, &self.keys.acked, heartbeat)
+        {
+            return Acks::Feed(rx);
+        }
         let subscribe = async {
-            let mut pubsub = self.client.get_async_pubsub().await.ok()?;
+            let (mut pubsub, _) = self.dialer.pubsub(heartbeat, false).await.ok()?;
             pubsub.subscribe(&self.keys.acked).await.ok()?;
             Some(pubsub.into_on_message())
         };
-        tokio::time::timeout(self.settings.heartbeat, subscribe)
-            .await
-            .ok()
-            .flatten()
+        match tokio::time::timeout(heartbeat, subscribe).await {
+            Ok(Some(stream)) => Acks::Own(stream),
+            _ => Acks::None,
+        }
     }
 
     /// Waits until every replica with a live lease acknowledged the change, or its lease
@@ -114,7 +122,7 @@ impl Inner {
     /// is later, so a replica is never given up on before its lease ran out.
     async fn await_acks(
         &self,
-        acks: &mut Option<PubSubStream>,
+        acks: &mut Acks,
         change: &Change,
         started: Instant,
     ) -> Vec<ReplicaAck> {
@@ -135,9 +143,9 @@ impl Inner {
                 break;
             }
             tokio::select! {
-                message = next_message(acks) => match message {
+                message = acks.next() => match message {
                     Some((replica, rev)) => saw(&mut seen, replica, rev),
-                    None => *acks = None,
+                    None => *acks = Acks::None,
                 },
                 _ = poll.tick() => {
                     for (replica, rev) in self.read_acks().await.unwrap_or_default() {
@@ -185,23 +193,4 @@ fn next_deadline(waits: &[(String, Instant)], seen: &Seen, revision: u64) -> Opt
 fn saw(seen: &mut Seen, replica: String, revision: u64) {
     let known = seen.entry(replica).or_default();
     *known = (*known).max(revision);
-}
-
-/// The next `replica revision` ack message; `None` once the subscription is gone
-/// (pending forever when there never was one, so `select!` uses its other branches).
-async fn next_message(acks: &mut Option<PubSubStream>) -> Option<(String, u64)> {
-    let Some(stream) = acks.as_mut() else {
-        return std::future::pending().await;
-    };
-    loop {
-        let msg = stream.next().await?;
-        let Ok(payload) = msg.get_payload::<String>() else {
-            continue;
-        };
-        if let Some((replica, rev)) = payload.rsplit_once(' ') {
-            if let Ok(rev) = rev.parse() {
-                return Some((replica.to_string(), rev));
-            }
-        }
-    }
 }
