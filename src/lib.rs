@@ -24,6 +24,7 @@
 //! - [`time`]: the wall clock and RFC 3339.
 //! - [`sample_backend`]: an in-memory stand-in for the legacy profile service.
 //! - [`demo`]: `authgate demo`, the gateway and the sample backend together.
+//! - [`probe`]: `authgate probe URL`, a plain-HTTP health check for containers.
 //!
 //! [`run`] takes already-bound [`Listeners`] and a shutdown future, so tests bind port 0
 //! and read the addresses before starting it.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod routes;
 pub mod sample_backend;
@@ -87,6 +89,8 @@ pub fn open_store(config: &Config) -> Result<Box<dyn StateStore>, StoreError> {
 pub struct Listeners {
     pub proxy: TcpListener,
     pub admin: TcpListener,
+    /// `listen.status`, when configured.
+    pub status: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -100,6 +104,10 @@ impl Listeners {
         Ok(Listeners {
             proxy: bind(config.listen.proxy).await?,
             admin: bind(config.listen.admin).await?,
+            status: match config.listen.status {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
         })
     }
 
@@ -109,6 +117,13 @@ impl Listeners {
 
     pub fn admin_addr(&self) -> io::Result<SocketAddr> {
         self.admin.local_addr()
+    }
+
+    pub fn status_addr(&self) -> io::Result<Option<SocketAddr>> {
+        self.status
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
     }
 }
 
@@ -166,6 +181,20 @@ pub async fn run_with_reload(
         proxy_opts,
         proxy_life.clone(),
     ));
+    if let Some(status) = listeners.status {
+        // Plain HTTP whatever `tls.admin` says: probes present no client certificate.
+        let status_opts = ServeOptions {
+            tls: None,
+            ..admin_opts.clone()
+        };
+        let probes = Arc::new(admin::Probes(admin.clone()));
+        admin_life.tracker.spawn(server::serve(
+            status,
+            probes,
+            status_opts,
+            admin_life.clone(),
+        ));
+    }
     admin_life.tracker.spawn(server::serve(
         listeners.admin,
         admin,

@@ -57,6 +57,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
     },
+    /// GET a URL (the status listener's /readyz) and exit 0 on a 2xx, 1 otherwise;
+    /// for container health checks, as the image has no curl.
+    Probe {
+        url: String,
+        /// Give up after this long (a human duration: 500ms, 3s).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Shared state in Redis (`state.backend: redis`).
     Cluster {
         #[command(subcommand)]
@@ -87,6 +95,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::AdminKey { name, role } => admin_key(&name, role),
+        Command::Probe { url, timeout } => return probe(&url, timeout),
         Command::Serve { config } => serve(&config),
         Command::Demo {
             proxy,
@@ -146,6 +155,28 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
+    let outcome = runtime(1).map(|rt| rt.block_on(authgate::probe::probe(url, timeout)));
+    match outcome {
+        Ok(Ok(status)) => {
+            println!("{status}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Err(e)) => {
+            eprintln!("authgate: probe {url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn admin_key(name: &str, role: KeyRole) -> anyhow::Result<()> {
     let plain = !name.is_empty()
         && name
@@ -200,6 +231,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         tracing::info!(
             proxy = %listeners.proxy_addr()?,
             admin = %listeners.admin_addr()?,
+            status = %listeners.status_addr()?.map_or("off".to_string(), |a| a.to_string()),
             upstream = %config.upstream.origin,
             "listening"
         );

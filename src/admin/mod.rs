@@ -80,6 +80,27 @@ pub struct Admin {
     tokens: Tokens,
     /// The TLS listeners `POST /admin/v1/reload-tls` reloads and `/metrics` reports on.
     tls: Arc<crate::tls::Acceptors>,
+    /// Whether this listener answers `/healthz`, `/readyz`, `/metrics` (`listen.admin_probes`).
+    probes: bool,
+}
+
+/// Which listener a request came in on: the admin listener answers every route (the
+/// probes unless `listen.admin_probes` is false), the status listener only the probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Admin,
+    Status,
+}
+
+/// The status listener's handler (`listen.status`): `/healthz`, `/readyz` and
+/// `/metrics` of the admin router, in plain HTTP and without a key; 404 for the rest.
+#[derive(Debug)]
+pub struct Probes(pub Arc<Admin>);
+
+impl Handler for Probes {
+    async fn handle(&self, req: Request<Incoming>, _peer: &Peer) -> Response<Body> {
+        self.0.serve_on(req, Surface::Status).await
+    }
 }
 
 /// The route parameters a matched path carries (empty where the route has none).
@@ -105,12 +126,17 @@ impl Admin {
             keys: config.admin.keys.clone(),
             tokens: config.tokens.clone(),
             tls,
+            probes: config.listen.admin_probes,
         }
     }
 
     /// Answers one admin request, whatever its body type.
     pub async fn serve<B: RequestBody>(&self, req: Request<B>) -> Response<Body> {
-        let mut response = match self.route(req).await {
+        self.serve_on(req, Surface::Admin).await
+    }
+
+    async fn serve_on<B: RequestBody>(&self, req: Request<B>, surface: Surface) -> Response<Body> {
+        let mut response = match self.route(req, surface).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         };
@@ -120,11 +146,23 @@ impl Admin {
 
     /// 404 for an unknown path, 405 (with `Allow`) for a method it does not answer, else
     /// the endpoint's answer.
-    async fn route<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>, GatewayError> {
+    async fn route<B: RequestBody>(
+        &self,
+        req: Request<B>,
+        surface: Surface,
+    ) -> Result<Response<Body>, GatewayError> {
         let matched = self
             .router
             .at(req.uri().path())
             .map_err(|_| GatewayError::NotFound)?;
+        let probe = matched.value.is_probe();
+        let offered = match surface {
+            Surface::Admin => !probe || self.probes,
+            Surface::Status => probe,
+        };
+        if !offered {
+            return Err(GatewayError::NotFound);
+        }
         let Some(endpoint) = matched.value.endpoint(req.method()) else {
             let mut response = GatewayError::MethodNotAllowed.into_response();
             let allow = matched.value.allow().clone();

@@ -125,6 +125,15 @@ impl Entry {
         found.map(|(_, endpoint)| *endpoint)
     }
 
+    /// Whether this is `/healthz`, `/readyz` or `/metrics`, which the status listener
+    /// serves too.
+    pub fn is_probe(&self) -> bool {
+        let probe = |(_, e): &(Method, Endpoint)| {
+            matches!(e, Endpoint::Health | Endpoint::Ready | Endpoint::Metrics)
+        };
+        self.methods.iter().all(probe)
+    }
+
     /// The `Allow` header of a 405 here: the methods of this route, in table order.
     pub fn allow(&self) -> &HeaderValue {
         &self.allow

@@ -59,6 +59,12 @@ pub struct Listen {
     pub admin: SocketAddr,
     /// PROXY protocol on the proxy listener.
     pub proxy_protocol: ProxyProtocol,
+    /// The status listener: `/healthz`, `/readyz` and `/metrics` in plain HTTP, with no
+    /// admin key or client certificate (probes, scrapers). `None`: not opened.
+    pub status: Option<SocketAddr>,
+    /// Whether the admin listener answers `/healthz`, `/readyz` and `/metrics` too
+    /// (default true; false only makes sense with `status` set).
+    pub admin_probes: bool,
 }
 
 #[derive(Debug, Clone)]

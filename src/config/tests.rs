@@ -251,3 +251,20 @@ case_insensitive_paths: false
     let problems = parse(empty).unwrap_err();
     assert_eq!(problems[0].key, "protected_routes[0].methods");
 }
+
+#[test]
+fn the_status_listener_is_off_by_default_and_checked_when_set() {
+    let c = parse("upstream: { url: \"http://127.0.0.1:8081\" }").unwrap();
+    assert_eq!(c.listen.status, None);
+    assert!(c.listen.admin_probes);
+    let text = "listen:\n  admin: \"127.0.0.1:9090\"\n  status: \"127.0.0.1:9090\"\nupstream: { url: \"http://127.0.0.1:8081\" }\n";
+    let problems = parse(text).unwrap_err();
+    assert_eq!(problems[0].key, "listen.status", "{problems:?}");
+    assert_eq!(problems[0].line, Some(3));
+    assert!(problems[0].message.contains("listen.admin"), "{problems:?}");
+    let text = "listen: { admin_probes: false }\nupstream: { url: \"http://127.0.0.1:8081\" }\n";
+    let problems = parse(text).unwrap_err();
+    assert_eq!(problems[0].key, "listen.admin_probes", "{problems:?}");
+    let text = "listen: { status: \"nowhere\" }\nupstream: { url: \"http://127.0.0.1:8081\" }\n";
+    assert_eq!(parse(text).unwrap_err()[0].key, "listen.status");
+}

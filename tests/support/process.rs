@@ -79,6 +79,8 @@ pub fn write_config(dir: &Path, upstream: SocketAddr, extra: &str) -> PathBuf {
 pub struct Listening {
     pub proxy: String,
     pub admin: String,
+    /// `listen.status`'s address; `None` when it is off.
+    pub status: Option<String>,
     pub before: Vec<String>,
 }
 
@@ -101,6 +103,7 @@ pub fn await_listening(child: &mut Child, tag: &str) -> Listening {
             let listening = Listening {
                 proxy: value_after(&line, "proxy=").to_string(),
                 admin: value_after(&line, "admin=").to_string(),
+                status: Some(value_after(&line, "status=").to_string()).filter(|s| s != "off"),
                 before,
             };
             std::thread::spawn(move || {
