@@ -8,6 +8,7 @@
 //! [`time`].
 //!
 //! - [`config`]: YAML → validated [`Config`], every problem reported at once.
+//! - [`live`]: the running config as one swappable value, and its reload.
 //! - [`server`]: accept loop, connection limits, the per-connection clocks, drain.
 //! - [`proxy`]: the proxy listener's handler, read top-down: handle → admit (framing,
 //!   the decision, the fence, the body limit) → forward; its header rules.
@@ -36,6 +37,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod probe;
 pub mod proxy;
@@ -50,6 +52,7 @@ pub mod upstream;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,16 +138,34 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    run_with_reload(config, listeners, shutdown, tls::ReloadTrigger::default()).await
+    run_with(config, listeners, shutdown, RunOptions::default()).await
 }
 
-/// [`run`], re-reading the TLS listeners' certificates each time `reload` fires
-/// (`main.rs` fires it on SIGHUP).
-pub async fn run_with_reload(
+/// What the binary adds to [`run`]: the file reloads re-read, the trigger that starts
+/// one (SIGHUP), and how a reload changes the log level.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The config file (`serve -c`); `None`: reloads re-read only the TLS files.
+    pub config_path: Option<PathBuf>,
+    /// Fired on SIGHUP: reload (see [`live`]).
+    pub reload: tls::ReloadTrigger,
+    pub log_level: Option<live::LogLevelSetter>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`run`], reloading the config each time `options.reload` fires.
+pub async fn run_with(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-    reload: tls::ReloadTrigger,
+    options: RunOptions,
 ) -> Result<(), Error> {
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
@@ -157,59 +178,73 @@ pub async fn run_with_reload(
     let acceptors = Arc::new(tls::Acceptors::load(&config.tls)?);
     let proxy_metrics = metrics::ProxyMetrics::new();
     let readiness = Arc::new(Readiness::default());
-    let (proxy_opts, admin_opts) = serve_options(&config, &proxy_metrics, &acceptors);
     let access_log = access_log::AccessLogger::open(&config.access_log)?.map(Arc::new);
+    let https = config.tls.proxy.is_some();
+    let live = Arc::new(live::Reloader::new(
+        config,
+        options.config_path,
+        acceptors,
+        proxy_metrics.clone(),
+        options.log_level,
+    )?);
     let proxy = Arc::new(Proxy::new(
-        &config,
+        live.clone(),
+        https,
         state.clone(),
         proxy_metrics,
         access_log.clone(),
-    )?);
+    ));
     let admin = Arc::new(Admin::new(
-        &config,
+        live.clone(),
         state,
         readiness.clone(),
         prometheus.clone(),
-        acceptors.clone(),
     ));
 
     let proxy_life = lifecycle();
     let admin_life = lifecycle();
+    let current = |pick: fn(&live::Live) -> Arc<ServeOptions>| {
+        let live = live.clone();
+        move || pick(&live.current())
+    };
     proxy_life.tracker.spawn(server::serve(
         listeners.proxy,
         proxy,
-        proxy_opts,
+        current(|l| l.proxy_serve.clone()),
         proxy_life.clone(),
     ));
     if let Some(status) = listeners.status {
         // Plain HTTP whatever `tls.admin` says: probes present no client certificate.
-        let status_opts = ServeOptions {
-            tls: None,
-            ..admin_opts.clone()
-        };
+        let status_options = current(|l| {
+            Arc::new(ServeOptions {
+                tls: None,
+                ..(*l.admin_serve).clone()
+            })
+        });
         let probes = Arc::new(admin::Probes(admin.clone()));
         admin_life.tracker.spawn(server::serve(
             status,
             probes,
-            status_opts,
+            status_options,
             admin_life.clone(),
         ));
     }
     admin_life.tracker.spawn(server::serve(
         listeners.admin,
         admin,
-        admin_opts,
+        current(|l| l.admin_serve.clone()),
         admin_life.clone(),
     ));
     let upkeep = tokio::spawn(upkeep(prometheus, access_log.clone()));
     let reopener = access_log.map(|log| tokio::spawn(reopen_on_sigusr1(log)));
-    let reloader = tokio::spawn(reload_tls_on(reload, acceptors.clone()));
+    let reloader = tokio::spawn(reload_on(options.reload, live.clone()));
     tracing::info!("gateway running");
 
     shutdown.await;
-    tracing::info!(timeout = ?config.shutdown_timeout, "draining");
+    let shutdown_timeout = live.current().config.shutdown_timeout;
+    tracing::info!(timeout = ?shutdown_timeout, "draining");
     readiness.start_draining();
-    drain(&proxy_life, config.shutdown_timeout).await;
+    drain(&proxy_life, shutdown_timeout).await;
     drain(&admin_life, Duration::from_secs(1)).await;
     upkeep.abort();
     sync_stop.cancel();
@@ -222,45 +257,6 @@ pub async fn run_with_reload(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The proxy listener's connection limits, metrics and PROXY protocol, and the admin
-/// listener's (the same clocks, fewer connections, no proxy metrics, no PROXY protocol).
-fn serve_options(
-    config: &Config,
-    metrics: &metrics::ProxyMetrics,
-    acceptors: &tls::Acceptors,
-) -> (ServeOptions, ServeOptions) {
-    let limits = &config.limits;
-    let proxy = ServeOptions {
-        header_read_timeout: limits.header_read_timeout,
-        idle_timeout: limits.idle_timeout,
-        send_timeout: limits.send_timeout,
-        max_header_bytes: limits.max_header_bytes,
-        max_connections: limits.max_connections,
-        open_connections: Some(metrics.open_connections.clone()),
-        in_flight: Some(metrics.in_flight.clone()),
-        closed_header_timeout: Some(metrics.closed_header_timeout.clone()),
-        closed_idle: Some(metrics.closed_idle.clone()),
-        closed_send_timeout: Some(metrics.closed_send_timeout.clone()),
-        tls: acceptors.proxy.clone(),
-        proxy_protocol: server::proxy_protocol::Settings::new(
-            config.listen.proxy_protocol,
-            Arc::new(config.trusted_proxies.clone()),
-        ),
-    };
-    let admin = ServeOptions {
-        max_connections: 256,
-        open_connections: None,
-        in_flight: None,
-        closed_header_timeout: None,
-        closed_idle: None,
-        closed_send_timeout: None,
-        tls: acceptors.admin.clone(),
-        proxy_protocol: server::proxy_protocol::Settings::default(),
-        ..proxy.clone()
-    };
-    (proxy, admin)
 }
 
 /// Keeps the Prometheus histograms' windows moving, and the access log's drop count.
@@ -290,11 +286,14 @@ async fn reopen_on_sigusr1(log: Arc<access_log::AccessLogger>) {
     }
 }
 
-/// Reloads the listeners' certificates whenever `reload` fires (SIGHUP).
-async fn reload_tls_on(reload: tls::ReloadTrigger, acceptors: Arc<tls::Acceptors>) {
+/// Reloads the config whenever `reload` fires (SIGHUP); triggers arriving during a
+/// reload fold into one more.
+async fn reload_on(reload: tls::ReloadTrigger, live: Arc<live::Reloader>) {
     loop {
         reload.triggered().await;
-        acceptors.reload("signal");
+        let live = live.clone();
+        // Problems are logged by the reload itself.
+        let _ = tokio::task::spawn_blocking(move || live.reload("SIGHUP")).await;
     }
 }
 

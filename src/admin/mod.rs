@@ -11,7 +11,9 @@
 //! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke;
 //! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
 //! - `GET /admin/v1/cluster` (viewer): the Redis epoch, revision and replicas' leases;
-//! - `POST /admin/v1/reload-tls` (approver): re-read the TLS certificates ([`reload`]);
+//! - `POST /admin/v1/reload` (approver): re-read and apply the config file, as SIGHUP
+//!   does ([`reload`], [`crate::live`]);
+//! - `POST /admin/v1/reload-tls` (approver): re-read only the TLS certificates ([`reload`]);
 //! - `GET /admin/ui/…` (no key): the admin web page ([`ui`]); `/admin/` redirects there.
 //!
 //! Every response carries the browser security headers of [`ui::secure`].
@@ -39,8 +41,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::bearer::{self, Credentials};
 use crate::auth::token::Digest;
 use crate::body::Body;
-use crate::config::{AdminKey, Config, Role, Tokens};
+use crate::config::{AdminKey, Role};
 use crate::error::GatewayError;
+use crate::live::{Live, Reloader};
 use crate::server::{Handler, Peer};
 use crate::state::StateHandle;
 use routes::{Endpoint, Entry};
@@ -76,10 +79,10 @@ pub struct Admin {
     readiness: Arc<Readiness>,
     metrics: PrometheusHandle,
     state: Arc<StateHandle>,
-    keys: Vec<AdminKey>,
-    tokens: Tokens,
-    /// The TLS listeners `POST /admin/v1/reload-tls` reloads and `/metrics` reports on.
-    tls: Arc<crate::tls::Acceptors>,
+    /// The live config (admin keys, token lifetimes), loaded once per call; its
+    /// reloader answers `POST /admin/v1/reload`, and its TLS listeners
+    /// `POST /admin/v1/reload-tls` and the expiry gauges.
+    live: Arc<Reloader>,
     /// Whether this listener answers `/healthz`, `/readyz`, `/metrics` (`listen.admin_probes`).
     probes: bool,
 }
@@ -112,21 +115,18 @@ struct Params {
 
 impl Admin {
     pub fn new(
-        config: &Config,
+        live: Arc<Reloader>,
         state: Arc<StateHandle>,
         readiness: Arc<Readiness>,
         metrics: PrometheusHandle,
-        tls: Arc<crate::tls::Acceptors>,
     ) -> Admin {
         Admin {
             router: routes::router(),
             readiness,
             metrics,
             state,
-            keys: config.admin.keys.clone(),
-            tokens: config.tokens.clone(),
-            tls,
-            probes: config.listen.admin_probes,
+            probes: live.current().config.listen.admin_probes,
+            live,
         }
     }
 
@@ -183,51 +183,63 @@ impl Admin {
         params: Params,
         req: Request<B>,
     ) -> Result<Response<Body>, GatewayError> {
+        // One config for the whole call: a reload during it does not mix keys.
+        let live = self.live.current();
+        let live = &*live;
         let headers = req.headers();
         match endpoint {
             Endpoint::Health => Ok(self.health()),
             Endpoint::Ready => Ok(self.ready()),
             Endpoint::Metrics => Ok(self.metrics()),
-            Endpoint::Tenants => self.tenants(headers),
-            Endpoint::Tenant => self.tenant(headers, &params.tenant),
-            Endpoint::Settings => self.settings(req, &params.tenant).await,
-            Endpoint::GenerateToken => self.generate_token(req, &params.tenant).await,
-            Endpoint::RevokeToken => self.revoke_token(headers, &params.tenant).await,
-            Endpoint::WhoAmI => self.whoami(headers),
-            Endpoint::Cluster => self.cluster(headers).await,
-            Endpoint::ReloadTls => self.reload_tls(headers),
+            Endpoint::Tenants => self.tenants(live, headers),
+            Endpoint::Tenant => self.tenant(live, headers, &params.tenant),
+            Endpoint::Settings => self.settings(live, req, &params.tenant).await,
+            Endpoint::GenerateToken => self.generate_token(live, req, &params.tenant).await,
+            Endpoint::RevokeToken => self.revoke_token(live, headers, &params.tenant).await,
+            Endpoint::WhoAmI => self.whoami(live, headers),
+            Endpoint::Cluster => self.cluster(live, headers).await,
+            Endpoint::ReloadTls => self.reload_tls(live, headers),
+            Endpoint::Reload => self.reload(live, headers).await,
             Endpoint::UiAsset => ui::asset(&params.asset).ok_or(GatewayError::NotFound),
             Endpoint::UiRedirect => Ok(ui::redirect()),
         }
     }
 
     /// The name of the admin key presented, if it holds `role` (approvers hold viewer).
-    fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<String, GatewayError> {
-        self.authorize_key(headers, role)
-            .map(|key| key.name.clone())
+    fn authorize(
+        &self,
+        live: &Live,
+        headers: &HeaderMap,
+        role: Role,
+    ) -> Result<String, GatewayError> {
+        authorize_key(live, headers, role).map(|key| key.name.clone())
     }
+}
 
-    /// The admin key presented, if it holds `role`. Every configured key is compared,
-    /// in constant time, whatever matches.
-    fn authorize_key(&self, headers: &HeaderMap, role: Role) -> Result<&AdminKey, GatewayError> {
-        let Credentials::Bearer(key) = bearer::parse(headers) else {
-            return Err(GatewayError::AdminUnauthenticated);
-        };
-        let digest = Digest::of(key);
-        let mut found: Option<&AdminKey> = None;
-        for candidate in &self.keys {
-            if Digest(candidate.sha256).matches(&digest) {
-                found = Some(candidate);
-            }
+/// The admin key presented, if it holds `role`. Every configured key is compared,
+/// in constant time, whatever matches.
+fn authorize_key<'a>(
+    live: &'a Live,
+    headers: &HeaderMap,
+    role: Role,
+) -> Result<&'a AdminKey, GatewayError> {
+    let Credentials::Bearer(key) = bearer::parse(headers) else {
+        return Err(GatewayError::AdminUnauthenticated);
+    };
+    let digest = Digest::of(key);
+    let mut found: Option<&AdminKey> = None;
+    for candidate in &live.config.admin.keys {
+        if Digest(candidate.sha256).matches(&digest) {
+            found = Some(candidate);
         }
-        match found {
-            None => Err(GatewayError::AdminUnauthenticated),
-            Some(key) if key.role < role => {
-                tracing::warn!(target: "audit", actor = %key.name, "admin key lacks the role");
-                Err(GatewayError::AdminForbidden)
-            }
-            Some(key) => Ok(key),
+    }
+    match found {
+        None => Err(GatewayError::AdminUnauthenticated),
+        Some(key) if key.role < role => {
+            tracing::warn!(target: "audit", actor = %key.name, "admin key lacks the role");
+            Err(GatewayError::AdminForbidden)
         }
+        Some(key) => Ok(key),
     }
 }
 

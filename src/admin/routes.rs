@@ -19,6 +19,7 @@ pub(super) enum Endpoint {
     WhoAmI,
     Cluster,
     ReloadTls,
+    Reload,
     UiAsset,
     UiRedirect,
 }
@@ -75,6 +76,10 @@ pub(super) static ROUTES: &[Route] = &[
     Route {
         path: "/admin/v1/cluster",
         methods: &read(Endpoint::Cluster),
+    },
+    Route {
+        path: "/admin/v1/reload",
+        methods: &[(Method::POST, Endpoint::Reload)],
     },
     Route {
         path: "/admin/v1/reload-tls",

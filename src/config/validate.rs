@@ -144,6 +144,7 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
         access_log: super::edge::access_log(raw.access_log, base, p),
         request_id: super::edge::request_id(raw.request_id, p),
         warnings: Vec::new(),
+        sha256: String::new(),
     }
 }
 
