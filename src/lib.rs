@@ -171,6 +171,11 @@ pub async fn run_with(
         tracing::warn!("config: {warning}");
     }
     let prometheus = metrics::install();
+    // File store: one writer per file, for as long as this process runs.
+    let _state_lock = match &config.state {
+        config::State::File { path } => Some(state::lock::acquire(path)?),
+        config::State::Redis(_) => None,
+    };
     let state = Arc::new(StateHandle::open(open_store(&config)?).await?);
     // Redis: the replica loop (sync, acknowledgements, lease); stopped after the drain.
     let sync_stop = CancellationToken::new();

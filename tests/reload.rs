@@ -471,3 +471,26 @@ async fn fifty_reloads_leave_the_resident_set_flat() {
     eprintln!("RSS over 50 reloads: {before} KiB → {after} KiB");
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_state_file_refuses_to_start() {
+    let upstream = ok_upstream("up").await;
+    let gw = Running::start(upstream.addr, "");
+    let second = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["serve", "-c"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("another authgate process holds") && err.contains("state.json.lock"),
+        "{err}"
+    );
+    // The first one still serves.
+    let (status, _) = gw
+        .call("GET", "/admin/v1/whoami", Some(&keys().viewer))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    gw.stop();
+}

@@ -13,6 +13,7 @@
 
 pub mod fence;
 pub mod file;
+pub mod lock;
 pub mod redis;
 
 use std::collections::{BTreeMap, HashMap};
