@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{needs_restart, Config, Problem, Upstream};
+use crate::config::{generated_replica_name, needs_restart, Config, Problem, State, Upstream};
 use crate::metrics::ProxyMetrics;
 use crate::routes::RouteTable;
 use crate::server::{proxy_protocol, ServeOptions};
@@ -179,7 +179,12 @@ impl Reloader {
             problems: vec![whole(format!("cannot read {}: {e}", path.display()))],
         })?;
         let base = path.parent().unwrap_or(std::path::Path::new("."));
-        let config = Config::parse(&text, base).map_err(|problems| Refused { problems })?;
+        let mut config = Config::parse(&text, base).map_err(|problems| Refused { problems })?;
+        if let (State::Redis(old), State::Redis(new)) = (&old.config.state, &mut config.state) {
+            if generated_replica_name(&new.replica) {
+                new.replica = old.replica.clone();
+            }
+        }
         let problems = needs_restart(&old.config, &config, &text);
         if !problems.is_empty() {
             return Err(Refused { problems });

@@ -27,7 +27,7 @@ pub use edge::{
     AccessLog, AccessLogFormat, AccessLogTarget, ProxyProtocol, RequestId, TrustedProxies,
 };
 pub use locate::Seg;
-pub use restart::needs_restart;
+pub use restart::{generated_replica_name, needs_restart};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]

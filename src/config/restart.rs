@@ -120,7 +120,11 @@ fn state_changes(
                 a.wait_replicas.to_string(),
                 b.wait_replicas.to_string(),
             );
-            field("replica", a.replica.clone(), b.replica.clone());
+            // A default name is generated at each read (host, pid, random): two default
+            // names are the same setting, and the reload keeps the running one.
+            if !(generated_replica_name(&a.replica) && generated_replica_name(&b.replica)) {
+                field("replica", a.replica.clone(), b.replica.clone());
+            }
             if a != b && redacted(&a.url) == redacted(&b.url) && a.url != b.url {
                 // Only the password changed: say so without printing either.
                 changed(
@@ -155,5 +159,18 @@ fn redacted(url: &str) -> String {
             format!("{}{user}:…{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_string(),
+    }
+}
+
+/// Whether `name` is the default `state.redis.replica` of this process
+/// (`{host}-{pid}-{6 hex digits}`).
+pub fn generated_replica_name(name: &str) -> bool {
+    let suffix = format!("-{}-", std::process::id());
+    match name.rfind(&suffix) {
+        Some(at) => {
+            let random = &name[at + suffix.len()..];
+            random.len() == 6 && random.chars().all(|c| c.is_ascii_hexdigit())
+        }
+        None => false,
     }
 }
