@@ -10,6 +10,9 @@
 #   PROFILE_STATE=redis bench/profile.sh  # the same with state.backend redis (a
 #                                         # redis-server of its own): the request path
 #                                         # must cost what it costs with the file store
+#   PROFILE_ACCESS_LOG=json bench/profile.sh  # with the access log on (json or text, to a
+#                                         # file in the scratch folder); callgrind counts
+#                                         # the writer thread too
 #
 # An nginx upstream answers `200 ok`; tenant `acme` requires authentication and every
 # request (POST, keep-alive, 16 connections, `ab`) carries its token. The counters are
@@ -98,6 +101,9 @@ runtime: { worker_threads: 1 }
 log: { level: warn }
 admin: { keys: [ { name: bench, role: approver, sha256: "$DIGEST" } ] }
 YAML
+if [[ -n ${PROFILE_ACCESS_LOG:-} ]]; then
+    echo "access_log: { target: \"$SCRATCH/access.log\", format: $PROFILE_ACCESS_LOG }" >>"$SCRATCH/authgate.yaml"
+fi
 if [[ ${PROFILE_STATE:-file} == redis ]]; then
     for _ in $(seq 100); do
         "$BIN" cluster init -c "$SCRATCH/authgate.yaml" >/dev/null 2>&1 && break
@@ -151,7 +157,7 @@ callgrind_control --dump "$VG" >/dev/null
 OUT=$(ls -t "$SCRATCH"/callgrind.out* | head -n1)
 TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
 echo "binary:       $BIN ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
-echo "requests:     $DONE (POST with a valid token, keep-alive, 16 connections; state: ${PROFILE_STATE:-file})"
+echo "requests:     $DONE (POST with a valid token, keep-alive, 16 connections; state: ${PROFILE_STATE:-file}; access log: ${PROFILE_ACCESS_LOG:-off})"
 echo "instructions: $TOTAL total, $((TOTAL / DONE)) per request"
 echo
 echo "top functions by their own instructions:"

@@ -241,7 +241,7 @@ pub async fn run_with(
         admin_life.clone(),
     ));
     let upkeep = tokio::spawn(upkeep(prometheus, access_log.clone()));
-    let reopener = access_log.map(|log| tokio::spawn(reopen_on_sigusr1(log)));
+    let log_upkeep = access_log.map(|log| tokio::spawn(log.maintain()));
     let reloader = tokio::spawn(reload_on(options.reload, live.clone()));
     tracing::info!("gateway running");
 
@@ -257,8 +257,8 @@ pub async fn run_with(
         let _ = tokio::time::timeout(Duration::from_secs(2), sync).await;
     }
     reloader.abort();
-    if let Some(reopener) = reopener {
-        reopener.abort();
+    if let Some(log_upkeep) = log_upkeep {
+        log_upkeep.abort();
     }
     tracing::info!("stopped");
     Ok(())
@@ -274,20 +274,8 @@ async fn upkeep(
         tick.tick().await;
         prometheus.run_upkeep();
         if let Some(log) = &access_log {
-            ::metrics::counter!(metrics::ACCESS_LOG_DROPPED).absolute(log.dropped() as u64);
+            ::metrics::counter!(metrics::ACCESS_LOG_DROPPED).absolute(log.dropped());
         }
-    }
-}
-
-/// Reopens the access-log file on every SIGUSR1 (logrotate's `postrotate`).
-async fn reopen_on_sigusr1(log: Arc<access_log::AccessLogger>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
-        tracing::warn!("cannot listen for SIGUSR1; the access log will not be reopened");
-        return;
-    };
-    while usr1.recv().await.is_some() {
-        log.reopen();
     }
 }
 

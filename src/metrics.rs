@@ -27,10 +27,19 @@ pub const CONNECTIONS_CLOSED: &str = "authgate_connections_closed_total";
 /// (`untrusted`, `missing`, `malformed`, `truncated`).
 pub const PROXY_PROTOCOL_REJECTED: &str = "authgate_proxy_protocol_rejected_total";
 
-/// Auth decisions on protected routes, by `tenant` and `reason` (see [`AUTH_REASONS`]).
+/// Auth decisions on protected routes, by `tenant`, `mode` (`on`, `report`; `off` for
+/// `not_required`) and `reason` (see [`AUTH_REASONS`]): in mode `report` a reason other
+/// than `ok` is a refusal that would have happened, and the request was forwarded.
 /// Only tenants with stored state get their own label; the rest share `tenant="_other"`,
 /// so traffic cannot grow the metric set.
 pub const AUTH_DECISIONS: &str = "authgate_auth_decisions_total";
+/// Requests accepted with a tenant's previous token (during a rotation's overlap), by
+/// `tenant`: flat once every caller has switched to the new one.
+pub const PREVIOUS_TOKEN_ACCEPTED: &str = "authgate_previous_token_accepted_total";
+/// When this replica last accepted a tenant's token, in Unix seconds (0: not since it
+/// started), by `tenant` and `token` (`current`, `previous`); refreshed at every scrape.
+/// Across replicas, `max by (tenant, token)` is the deployment's last use.
+pub const TOKEN_LAST_USED: &str = "authgate_token_last_used_timestamp_seconds";
 /// Tokens generated, by `tenant`.
 pub const ROTATIONS: &str = "authgate_token_rotations_total";
 /// Seconds until the tenant's current token expires (negative once expired), by `tenant`.
@@ -76,19 +85,31 @@ pub const AUTH_REASONS: [&str; 6] = [
 /// Label value shared by tenants without stored state.
 pub const OTHER_TENANT: &str = "_other";
 
-/// Auth decision counters of one tenant label, by reason.
+/// Reasons decided on a token, in both checking modes (all but `not_required`, the last).
+pub const CHECKED_REASONS: usize = AUTH_REASONS.len() - 1;
+
+/// Auth decision counters of one tenant label, by mode and reason (counted by
+/// `Decision::count` in `auth::decide`).
 #[derive(Debug, Clone)]
 pub struct TenantCounters {
-    pub by_reason: [Counter; AUTH_REASONS.len()],
+    /// Mode `on`, by the index of [`AUTH_REASONS`].
+    pub on: [Counter; CHECKED_REASONS],
+    /// Mode `report`, likewise.
+    pub report: [Counter; CHECKED_REASONS],
+    pub not_required: Counter,
+    pub previous_accepted: Counter,
 }
 
 impl TenantCounters {
     /// The counters of `tenant`'s label.
     pub fn new(tenant: &str) -> TenantCounters {
+        let one = |mode: &'static str, reason: &'static str| counter!(AUTH_DECISIONS, "tenant" => tenant.to_string(), "mode" => mode, "reason" => reason);
+        let checked = |mode| std::array::from_fn(|i| one(mode, AUTH_REASONS[i]));
         TenantCounters {
-            by_reason: AUTH_REASONS.map(
-                |reason| counter!(AUTH_DECISIONS, "tenant" => tenant.to_string(), "reason" => reason),
-            ),
+            on: checked("on"),
+            report: checked("report"),
+            not_required: one("off", AUTH_REASONS[CHECKED_REASONS]),
+            previous_accepted: counter!(PREVIOUS_TOKEN_ACCEPTED, "tenant" => tenant.to_string()),
         }
     }
 }
@@ -100,6 +121,14 @@ pub fn config_reload(applied: bool) {
 
 pub fn config_revision(revision: u64) {
     gauge!(CONFIG_REVISION).set(revision as f64);
+}
+
+/// Sets the last-use gauges of every tenant's tokens (called when metrics are scraped):
+/// `(tenant, token label, Unix seconds or 0)`.
+pub fn token_last_used<'a>(uses: impl Iterator<Item = (&'a str, &'static str, u64)>) {
+    for (tenant, token, at) in uses {
+        gauge!(TOKEN_LAST_USED, "tenant" => tenant.to_string(), "token" => token).set(at as f64);
+    }
 }
 
 pub fn state_revision(revision: u64) {

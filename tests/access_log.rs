@@ -280,3 +280,192 @@ async fn an_untrusted_peers_forwarding_headers_never_reach_the_upstream_as_sent(
     assert_eq!(seen["x-forwarded-host"], "evil.example");
     assert_eq!(seen["x-real-ip"], "6.6.6.6");
 }
+
+/// The access-log lines of the gateway in `dir` once there are `n`, as JSON.
+async fn lines_in(dir: &Path, n: usize) -> Vec<Value> {
+    lines(&dir.join("access.log"), n).await
+}
+
+#[tokio::test]
+async fn upstream_failures_client_aborts_and_http2_each_get_a_line() {
+    use tokio::io::AsyncWriteExt;
+
+    // /hang never answers (→ 504); /upload reports that its head arrived, then reads.
+    let (head_seen, mut heads) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let up = Upstream::start(move |req: Request<hyper::body::Incoming>| {
+        let head_seen = head_seen.clone();
+        async move {
+            match req.uri().path() {
+                "/hang" => std::future::pending().await,
+                "/upload" => {
+                    let _ = head_seen.send(());
+                    let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                    Response::new(full("read"))
+                }
+                _ => Response::new(full("ok")),
+            }
+        }
+    })
+    .await;
+    let log_yaml = "access_log: { target: access.log, format: json }\n";
+    let text = format!(
+        "upstream:\n  url: \"http://{}\"\n  request_timeout: 300ms\n{log_yaml}{}",
+        up.addr,
+        admin_yaml()
+    );
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let gw = Gateway::start_text(dir.clone(), &text).await.unwrap();
+
+    // 504: the upstream's head does not come within request_timeout.
+    let (timed_out, timed_out_id, body) = send(gw.url("/hang"), "GET", &[]).await;
+    assert_eq!(timed_out, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body["request_id"], timed_out_id.as_str());
+
+    // A client that goes away in the middle of its upload.
+    let mut socket = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    socket
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 100000\r\n\r\nfirst-part")
+        .await
+        .unwrap();
+    within("the upload reaching the upstream", heads.recv())
+        .await
+        .unwrap();
+    drop(socket);
+    let logged = lines_in(dir.path(), 2).await;
+
+    // HTTP/2 (prior knowledge).
+    let request = Request::get(gw.url("/over-h2")).body(full("")).unwrap();
+    let response = within("h2 request", h2c_client().request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let h2_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(body_bytes(response).await, "ok");
+    let logged = [logged, lines_in(dir.path(), 3).await.split_off(2)].concat();
+
+    let hung = &logged[0];
+    assert_eq!(hung["request_id"], timed_out_id.as_str());
+    assert_eq!(hung["path"], "/hang");
+    assert_eq!(hung["status"], 504);
+    assert_eq!(hung["route"], "other");
+    assert_eq!(hung["complete"], true, "the 504 itself was sent whole");
+    assert!(hung["duration_ms"].as_f64().unwrap() >= 300.0);
+
+    let aborted = &logged[1];
+    assert_eq!(aborted["path"], "/upload");
+    assert_eq!(aborted["method"], "POST");
+    assert_eq!(aborted["status"], 400, "as nginx logs a body cut short");
+    assert_eq!(
+        aborted["bytes_in"], 10,
+        "what arrived before the client left"
+    );
+    assert_eq!(aborted["complete"], false, "{aborted}");
+
+    let h2 = &logged[2];
+    assert_eq!(h2["proto"], "HTTP/2");
+    assert_eq!(h2["request_id"], h2_id.as_str());
+    assert_eq!(h2["status"], 200);
+    assert_eq!(h2["bytes_out"], 2);
+    assert_eq!(h2["complete"], true);
+
+    // 502: nothing listens at the upstream's address.
+    let dead = dead_address().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let text = format!(
+        "upstream:\n  url: \"http://{dead}\"\n{log_yaml}{}",
+        admin_yaml()
+    );
+    let gw = Gateway::start_text(dir.clone(), &text).await.unwrap();
+    let (bad_gateway, bad_gateway_id, body) = send(gw.url("/rest/v1/profiles/1"), "GET", &[]).await;
+    assert_eq!(bad_gateway, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["request_id"], bad_gateway_id.as_str());
+    let failed = &lines_in(dir.path(), 1).await[0];
+    assert_eq!(failed["request_id"], bad_gateway_id.as_str());
+    assert_eq!(failed["status"], 502);
+    assert_eq!(failed["upstream_ms"], Value::Null, "{failed}");
+}
+
+#[tokio::test]
+async fn report_mode_logs_each_would_be_refusal_and_the_previous_token_by_its_id() {
+    let up = Upstream::start(|_req| async { Response::new(full("ok")) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let extra = format!(
+        "{}access_log: {{ target: access.log, format: json }}\n",
+        admin_yaml()
+    );
+    let config = write_config(dir.path(), up.addr, &extra);
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let at = await_listening(&mut child, "gateway");
+    let proxy = |p: &str| format!("http://{}{p}", at.proxy);
+    let approver = format!("Bearer {}", keys().approver);
+    let admin = |method: &str, p: &str, body: &str| {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{p}", at.admin))
+            .header("authorization", &approver)
+            .body(full(body.to_string()))
+            .unwrap();
+        async move {
+            let response = within("admin", client().request(req)).await.unwrap();
+            let bytes = body_bytes(response).await;
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    admin(
+        "PUT",
+        "/admin/v1/tenants/acme/settings",
+        r#"{"mode": "report"}"#,
+    )
+    .await;
+    let first = admin("POST", "/admin/v1/tenants/acme/token", "{}").await;
+    admin(
+        "POST",
+        "/admin/v1/tenants/acme/token",
+        r#"{"previous_valid_for": 600}"#,
+    )
+    .await;
+    let old = format!("Bearer {}", first["token"].as_str().unwrap());
+
+    let batch = proxy("/m2/acme/profile/batchUpdate");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "would_refuse:missing"),
+        (
+            &[("authorization", "Bearer authgate_tk_wrong")],
+            "would_refuse:invalid",
+        ),
+        (
+            &[("authorization", "Bearer not a token")],
+            "would_refuse:malformed",
+        ),
+        (&[("authorization", &old)], "ok"),
+    ];
+    for (headers, _) in &cases {
+        assert_eq!(send(batch.clone(), "POST", headers).await.0, StatusCode::OK);
+    }
+    let logged = lines(&log, cases.len()).await;
+    for ((_, decision), line) in cases.iter().zip(&logged) {
+        assert_eq!(line["decision"], *decision, "{line}");
+        assert_eq!(line["status"], 200, "forwarded: {line}");
+    }
+    assert_eq!(
+        logged[3]["token_id"], first["id"],
+        "the previous token, by its id"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(first["token"].as_str().unwrap()),
+        "no token in the log"
+    );
+    let status = tokio::task::spawn_blocking(move || terminate_and_wait(child))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

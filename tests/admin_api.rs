@@ -108,6 +108,9 @@ async fn bad_bodies_are_400_naming_the_field() {
         ("POST", r#"{"expires_in":0}"#, "expires_in"),
         ("POST", r#"{"expires_in":-5}"#, "expires_in"),
         ("POST", r#"{"expires_in":1.5}"#, "expires_in"),
+        ("POST", r#"{"expires_in":7201.0}"#, "expires_in"),
+        ("POST", r#"{"expires_in":1e300}"#, "expires_in"),
+        ("POST", r#"{"expires_in":-0.0}"#, "expires_in"),
         ("POST", r#"{"expires_in":"60"}"#, "expires_in"),
         ("POST", r#"{"expires_in":7201}"#, "expires_in"),
         ("POST", r#"{"expires_in":60,"scope":"all"}"#, "body"),
@@ -136,12 +139,52 @@ async fn bad_bodies_are_400_naming_the_field() {
     let (status, answer) = call(&gw, "POST", TOKEN, key, Some(r#"{"expires_in":7200}"#)).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(answer["expires_in"], 7200);
+    // A whole number is one however JSON writes it (JSON Schema's `integer` agrees).
+    for spelling in ["3600.0", "3.6e3", "36E2"] {
+        let body = format!(r#"{{"expires_in":{spelling}}}"#);
+        let (status, answer) = call(&gw, "POST", TOKEN, key, Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body} → {answer}");
+        assert_eq!(answer["expires_in"], 3600, "{body}");
+    }
     let (_, list) = call(&gw, "GET", "/admin/v1/tenants", key, None).await;
     assert_eq!(
         list["tenants"].as_array().unwrap().len(),
         1,
         "failed calls stored nothing"
     );
+}
+
+/// An admin path is read as the proxy reads a path: `%7E` is `~` and `%41` is `A` (RFC
+/// 3986 §6.2.2.2), so a client that escapes unreserved characters reaches the tenant
+/// the proxy enforces for.
+#[tokio::test]
+async fn escaped_unreserved_characters_name_the_same_tenant_as_on_the_proxy() {
+    let up = Upstream::start(|_r| async { http::Response::new(full("ok")) }).await;
+    let gw = Gateway::start(up.addr, "").await;
+    let key = Some(keys().approver.as_str());
+    let body = Some(r#"{"require_authentication":true}"#);
+    let (status, doc) = call(&gw, "PUT", "/admin/v1/tenants/a%7Eb/settings", key, body).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["tenant"], "a~b");
+    let (status, doc) = call(&gw, "GET", "/admin/v1/tenants/%41%7eB", key, None).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["tenant"], "a~b");
+    assert_eq!(doc["require_authentication"], true);
+    for path in [
+        "/m2/a~b/v2/profile/batchUpdate",
+        "/m2/a%7Eb/v2/profile/batchUpdate",
+    ] {
+        let tokenless = http::Request::post(gw.url(path)).body(full("")).unwrap();
+        let response = within("POST", client().request(tokenless)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // Still refused: an escaped separator, and a path that cannot be normalised.
+    let (status, doc) = call(&gw, "GET", "/admin/v1/tenants/a%2Fb", key, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(doc["field"], "tenant");
+    let (status, doc) = call(&gw, "GET", "/admin/v1/tenants/a%00b", key, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(doc["error"], "invalid_request");
 }
 
 #[tokio::test]

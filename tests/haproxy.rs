@@ -33,10 +33,33 @@ async fn upstream() -> (Upstream, mpsc::UnboundedReceiver<(String, String)>) {
     (up, rx)
 }
 
-/// A gateway trusting `trusted` with `listen.proxy_protocol: mode`.
+/// A gateway trusting `trusted` with `listen.proxy_protocol: mode`, logging to
+/// `access.log` in its folder.
 async fn gateway(up: &Upstream, mode: &str, trusted: &str) -> Gateway {
-    let extra = format!("trusted_proxies: [\"{trusted}\"]\nlisten: {{ proxy_protocol: {mode} }}");
+    let extra = format!(
+        "trusted_proxies: [\"{trusted}\"]\nlisten: {{ proxy_protocol: {mode} }}\n\
+         access_log: {{ target: access.log, format: json }}"
+    );
     Gateway::start(up.addr, &extra).await
+}
+
+/// The `client` of the gateway's access-log line for `path` (the writer is asynchronous).
+async fn logged_client(gw: &Gateway, path: &str) -> String {
+    let log = gw.dir.path().join("access.log");
+    within("the access-log line", async {
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let line = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|l| l["path"] == path);
+            if let Some(line) = line {
+                return line["client"].as_str().unwrap().to_string();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
 }
 
 /// GET `path` through `haproxy` from 127.0.0.2: the response body, or the error.
@@ -69,6 +92,7 @@ async fn tcp_mode_with_proxy_v2_passes_the_client_address() {
         let body = get_from_127_0_0_2(haproxy.addr, "/p").await;
         assert_eq!(body.as_deref(), Ok("xff=127.0.0.2"), "{}", haproxy.log());
     }
+    assert_eq!(logged_client(&gw, "/p").await, "127.0.0.2");
 }
 
 #[tokio::test]
@@ -81,6 +105,7 @@ async fn tcp_mode_with_proxy_v1_passes_the_client_address() {
     let haproxy = HaProxy::start("tcp", &format!("  server gw {} send-proxy", gw.proxy));
     let body = get_from_127_0_0_2(haproxy.addr, "/p").await;
     assert_eq!(body.as_deref(), Ok("xff=127.0.0.2"), "{}", haproxy.log());
+    assert_eq!(logged_client(&gw, "/p").await, "127.0.0.2");
 }
 
 #[tokio::test]
@@ -138,4 +163,6 @@ async fn http_mode_with_forwardfor_passes_the_client_address() {
     // own peer (HAProxy). Trusting HAProxy's list is the proxy headers' rule, not this.
     let xff = body.strip_prefix("xff=").unwrap();
     assert!(xff.split(',').any(|a| a.trim() == "127.0.0.2"), "{body}");
+    // HAProxy (127.0.0.1) is trusted, so the client is the address it forwarded for.
+    assert_eq!(logged_client(&gw, "/p").await, "127.0.0.2");
 }

@@ -20,7 +20,7 @@ use authgate::auth::path::{normalize, Normalized};
 use authgate::auth::token::Digest;
 use authgate::config::{Config, Problem, ProtectedRoute};
 use authgate::routes::RouteTable;
-use authgate::state::{Command, Snapshot, State, TokenRecord};
+use authgate::state::{Command, Mode, Snapshot, State, TokenRecord};
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
@@ -498,17 +498,19 @@ fn gate() -> &'static Gate {
             expires_at_ms: NOW_MS + 3_600_000,
         };
         let state = State::default()
-            .apply(&Command::SetRequireAuthentication {
+            .apply(&Command::SetMode {
                 tenant: "acme".into(),
-                require: true,
+                mode: Mode::On,
             })
             .apply(&Command::SetToken {
                 tenant: "acme".into(),
                 token: token(ACME_TOKEN),
+                previous_valid_until_ms: None,
             })
             .apply(&Command::SetToken {
                 tenant: "globex".into(),
                 token: token(GLOBEX_TOKEN),
+                previous_valid_until_ms: None,
             });
         Gate {
             default_routes: table(&config.protected_routes),

@@ -754,3 +754,239 @@ async fn rotate_latency_benchmark() {
         );
     }
 }
+
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+}
+
+/// Sleeps until the wall clock reads `at`: the behaviour under test is a deadline.
+async fn sleep_until_unix(at: Duration) {
+    if let Some(left) = at.checked_sub(since_epoch()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
+/// Every replica answers `token` on the batch route with `expected`.
+async fn everywhere(replicas: &[Replica], token: Option<&str>, expected: StatusCode, what: &str) {
+    for r in replicas {
+        assert_eq!(r.batch(token).await, expected, "{what} on {}", r.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn modes_and_overlaps_are_the_same_on_every_replica_around_the_deadline() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(3, "").await;
+    let replicas = &cluster.replicas[..];
+    let [a, b, c] = replicas else { unreachable!() };
+    let settings = "/admin/v1/tenants/acme/settings";
+    let token_path = "/admin/v1/tenants/acme/token";
+
+    // report through a, on through b: in force on every replica when each call returns.
+    let (status, doc) = a.admin("PUT", settings, r#"{"mode":"report"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert!(all_acknowledged(&doc, 3), "{doc}");
+    everywhere(replicas, None, StatusCode::OK, "tokenless in report").await;
+    let (status, doc) = b.admin("PUT", settings, r#"{"mode":"on"}"#).await;
+    assert_eq!(
+        (status, &doc["mode"]),
+        (StatusCode::OK, &"on".into()),
+        "{doc}"
+    );
+    everywhere(
+        replicas,
+        None,
+        StatusCode::UNAUTHORIZED,
+        "tokenless once on",
+    )
+    .await;
+
+    // An overlap of 2 s through c: the deadline is state, the same on every replica.
+    let old = token_of(&a.rotate().await);
+    let sent = since_epoch();
+    let (status, answer) = c
+        .admin("POST", token_path, r#"{"previous_valid_for": 2}"#)
+        .await;
+    let returned = since_epoch();
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert!(all_acknowledged(&answer, 3), "{answer}");
+    let new = token_of(&answer);
+    everywhere(
+        replicas,
+        Some(&old),
+        StatusCode::OK,
+        "old token right after",
+    )
+    .await;
+    everywhere(replicas, Some(&new), StatusCode::OK, "new token").await;
+    for r in replicas {
+        let (_, doc) = r.admin("GET", "/admin/v1/tenants/acme", "").await;
+        let until = &doc["previous_token"]["valid_until"];
+        assert_eq!(until, &answer["previous_valid_until"], "{} {doc}", r.name);
+    }
+    let deadline_earliest = sent + Duration::from_secs(2);
+    sleep_until_unix(deadline_earliest - Duration::from_millis(400)).await;
+    everywhere(
+        replicas,
+        Some(&old),
+        StatusCode::OK,
+        "just before the deadline",
+    )
+    .await;
+    assert!(
+        since_epoch() < deadline_earliest,
+        "the checks before the deadline came too late"
+    );
+    sleep_until_unix(returned + Duration::from_secs(2)).await;
+    everywhere(
+        replicas,
+        Some(&old),
+        StatusCode::UNAUTHORIZED,
+        "from the deadline on",
+    )
+    .await;
+    everywhere(
+        replicas,
+        Some(&new),
+        StatusCode::OK,
+        "new token after the deadline",
+    )
+    .await;
+
+    // A third token during an overlap ends the first at once; DELETE ends both.
+    let overlap = r#"{"previous_valid_for": 60}"#;
+    let (_, second) = a.admin("POST", token_path, overlap).await;
+    let second = token_of(&second);
+    everywhere(replicas, Some(&new), StatusCode::OK, "inside its overlap").await;
+    let (status, third) = b.admin("POST", token_path, overlap).await;
+    assert_eq!(status, StatusCode::CREATED, "{third}");
+    everywhere(
+        replicas,
+        Some(&new),
+        StatusCode::UNAUTHORIZED,
+        "the first of three",
+    )
+    .await;
+    everywhere(
+        replicas,
+        Some(&second),
+        StatusCode::OK,
+        "the previous of three",
+    )
+    .await;
+    let (status, _) = c.admin("DELETE", token_path, "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for token in [&second, &token_of(&third)] {
+        everywhere(
+            replicas,
+            Some(token),
+            StatusCode::UNAUTHORIZED,
+            "after DELETE",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_replica_refuses_protected_routes_in_report_mode_too() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(1, "").await;
+    let r = &cluster.replicas[0];
+    let (status, doc) = r
+        .admin(
+            "PUT",
+            "/admin/v1/tenants/acme/settings",
+            r#"{"mode":"report"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(r.batch(None).await, StatusCode::OK, "report forwards");
+    cluster.redis.signal("STOP");
+    // Cut off, it cannot know the tenant's mode: 503 rather than forward.
+    eventually(
+        "the replica to fence",
+        LEASE + Duration::from_secs(2),
+        || async { r.batch(None).await == StatusCode::SERVICE_UNAVAILABLE },
+    )
+    .await;
+    cluster.redis.signal("CONT");
+    eventually("the replica to serve again", PATIENCE, || async {
+        r.batch(None).await == StatusCode::OK
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_stored_before_modes_and_overlaps_loads_with_its_meaning() {
+    if !have_redis() {
+        return;
+    }
+    let cluster = Cluster::start(1, "").await;
+    // The hash and log entry an older authgate wrote: `require`, no `mode`, no `prev_*`.
+    let token = "authgate_tk_legacyTokenWrittenByAnOlderAuthgate0000000000";
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    let far = (since_epoch().as_millis() + 3_600_000).to_string();
+    let rev = match cluster.redis.cmd(&["INCR", "{authgate}:rev"]) {
+        ::redis::Value::Int(n) => n.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let fields = [
+        "require",
+        "1",
+        "sha256",
+        &digest,
+        "created_ms",
+        "1",
+        "expires_ms",
+        &far,
+    ];
+    let mut hset = vec!["HSET", "{authgate}:t:legacy"];
+    hset.extend(fields);
+    hset.extend(["revision", &rev]);
+    cluster.redis.cmd(&hset);
+    cluster.redis.cmd(&["SADD", "{authgate}:tenants", "legacy"]);
+    // A replica started now loads it from a snapshot.
+    let config = replica_config(
+        cluster.dir.path(),
+        "b",
+        &cluster.redis.url(),
+        cluster.upstream.addr,
+        "",
+    );
+    let b = Replica::spawn(&config, "b");
+    b.wait_ready().await;
+    let batch = |token: Option<&str>| {
+        let mut req = http::Request::post(format!(
+            "http://{}/m2/legacy/v2/profile/batchUpdate",
+            b.proxy
+        ));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.body(full("batch=x")).unwrap();
+        async move {
+            within("POST", client().request(req))
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        batch(None).await,
+        StatusCode::UNAUTHORIZED,
+        "require 1 is mode on"
+    );
+    assert_eq!(batch(Some(token)).await, StatusCode::OK);
+    let (_, doc) = b.admin("GET", "/admin/v1/tenants/legacy", "").await;
+    assert_eq!(doc["mode"], "on", "{doc}");
+    assert_eq!(doc["previous_token"], serde_json::Value::Null, "{doc}");
+}

@@ -195,7 +195,7 @@ async fn whoami_names_the_key_its_role_and_the_token_lifetimes() {
     assert_eq!(config["sha256"].as_str().map(str::len), Some(64), "{me}");
     assert_eq!(
         me,
-        json!({"name": "ops", "role": "approver", "max_ttl_seconds": 7200, "default_ttl_seconds": 3600, "config": config})
+        json!({"name": "ops", "role": "approver", "max_ttl_seconds": 7200, "default_ttl_seconds": 3600, "max_overlap_seconds": 3600, "config": config})
     );
     let (status, me) = call(&gw, "GET", "/admin/v1/whoami", Some(&keys().viewer), None).await;
     assert_eq!(status, StatusCode::OK);

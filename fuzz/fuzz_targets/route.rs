@@ -42,7 +42,7 @@ use authgate::auth::decide::{decide, Outcome};
 use authgate::auth::token::Digest;
 use authgate::config::ProtectedRoute;
 use authgate::routes::RouteTable;
-use authgate::state::{Command, Snapshot, State, TokenRecord};
+use authgate::state::{Command, Mode, Snapshot, State, TokenRecord};
 use http::{Method, Request, Uri};
 use libfuzzer_sys::fuzz_target;
 use unicode_normalization::char::is_combining_mark;
@@ -71,9 +71,9 @@ fn gate() -> &'static Gate {
         })
         .collect();
         let state = State::default()
-            .apply(&Command::SetRequireAuthentication {
+            .apply(&Command::SetMode {
                 tenant: TENANT.into(),
-                require: true,
+                mode: Mode::On,
             })
             .apply(&Command::SetToken {
                 tenant: TENANT.into(),
@@ -82,6 +82,7 @@ fn gate() -> &'static Gate {
                     created_at_ms: 0,
                     expires_at_ms: u64::MAX,
                 },
+                previous_valid_until_ms: None,
             });
         Gate {
             routes: RouteTable::new(&routes, true, Some("client".into())),
@@ -111,6 +112,8 @@ fuzz_target!(|data: &[u8]| {
     match decision.outcome {
         Outcome::Rejected(_) => return,
         Outcome::Allowed => panic!("{method} {target:?} allowed without a token"),
+        // The tenant is in mode `on`: nothing is only reported.
+        Outcome::Reported(_) => panic!("{method} {target:?} forwarded as a report in mode on"),
         Outcome::Unprotected | Outcome::NotRequired => {}
     }
     let forwarded: &str = &decision.path;

@@ -14,7 +14,8 @@ use crate::auth::token::{self, TOKEN_PREFIX};
 use crate::config::{AdminKey, Role, Tokens};
 use crate::error::{json_response, GatewayError};
 use crate::state::{
-    ClusterStatus, Command, ReplicaAck, State, StateHandle, StoreError, TenantState, TokenRecord,
+    ClusterStatus, Command, Mode, ReplicaAck, State, StateHandle, StoreError, TenantState,
+    TokenRecord,
 };
 use crate::time::{from_unix_ms, now_ms, rfc3339, rfc3339_ms};
 
@@ -33,29 +34,47 @@ pub fn tenant_name(raw: &str) -> Result<String, GatewayError> {
         })
 }
 
-/// The tenant document of the contract.
-pub fn document(name: &str, tenant: &TenantState) -> Value {
+/// The tenant document of the contract. `last_used` gives a token's last accepted use
+/// on this replica, in Unix seconds.
+pub fn document(name: &str, tenant: &TenantState, last_used: &LastUsed<'_>) -> Value {
+    let used = |t: &TokenRecord| last_used(&t.digest).map(|s| rfc3339(from_unix_ms(s * 1000)));
     let token = tenant.token.as_ref().map(|t| {
         json!({
             "id": t.digest.id(),
             "fingerprint": t.digest.fingerprint(),
             "created_at": rfc3339(from_unix_ms(t.created_at_ms)),
             "expires_at": rfc3339(from_unix_ms(t.expires_at_ms)),
+            "last_used_at": used(t),
+        })
+    });
+    let previous = tenant.previous.as_ref().map(|p| {
+        json!({
+            "id": p.token.digest.id(),
+            "fingerprint": p.token.digest.fingerprint(),
+            "created_at": rfc3339(from_unix_ms(p.token.created_at_ms)),
+            // A deadline seconds away: its milliseconds matter.
+            "valid_until": rfc3339_ms(from_unix_ms(p.valid_until_ms)),
+            "last_used_at": used(&p.token),
         })
     });
     json!({
         "tenant": name,
-        "require_authentication": tenant.require_authentication,
+        "mode": tenant.mode.as_str(),
+        "require_authentication": tenant.require_authentication(),
         "token": token,
+        "previous_token": previous,
         "revision": tenant.revision,
     })
 }
 
-pub fn list(state: &State) -> Value {
+/// A token's last accepted use on this replica (Unix seconds), by digest.
+pub type LastUsed<'a> = dyn Fn(&crate::auth::token::Digest) -> Option<u64> + 'a;
+
+pub fn list(state: &State, last_used: &LastUsed<'_>) -> Value {
     let tenants: Vec<Value> = state
         .tenants
         .iter()
-        .map(|(name, t)| document(name, t))
+        .map(|(name, t)| document(name, t, last_used))
         .collect();
     json!({ "tenants": tenants })
 }
@@ -100,31 +119,57 @@ pub fn whoami(key: &AdminKey, tokens: &Tokens) -> Value {
         "role": role,
         "max_ttl_seconds": tokens.max_ttl.as_secs(),
         "default_ttl_seconds": tokens.default_ttl.as_secs(),
+        "max_overlap_seconds": tokens.max_overlap.as_secs(),
     })
 }
 
-/// `PUT …/settings` body: exactly `{"require_authentication": bool}`.
-pub async fn parse_settings<B: RequestBody>(body: B) -> Result<bool, GatewayError> {
+/// `PUT …/settings` body: exactly one of `{"require_authentication": bool}` (true is
+/// `on`, false `off`) and `{"mode": "off"|"report"|"on"}`.
+pub async fn parse_settings<B: RequestBody>(body: B) -> Result<Mode, GatewayError> {
     let mut object = read_object(body, false).await?;
-    let require = match object.remove("require_authentication") {
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(invalid("require_authentication", "must be true or false")),
-        None => return Err(invalid("require_authentication", "is required")),
-    };
+    let require = object.remove("require_authentication");
+    let mode = object.remove("mode");
     reject_unknown(object)?;
-    Ok(require)
+    match (require, mode) {
+        (Some(_), Some(_)) => Err(invalid(
+            "mode",
+            "give either `mode` or `require_authentication`, not both",
+        )),
+        // The seed's answer to an empty body, kept for its clients.
+        (None, None) => Err(invalid(
+            "require_authentication",
+            "is required (or `mode`: \"off\", \"report\" or \"on\")",
+        )),
+        (Some(Value::Bool(true)), None) => Ok(Mode::On),
+        (Some(Value::Bool(false)), None) => Ok(Mode::Off),
+        (Some(_), None) => Err(invalid("require_authentication", "must be true or false")),
+        (None, Some(mode)) => mode
+            .as_str()
+            .and_then(Mode::parse)
+            .ok_or_else(|| invalid("mode", "must be \"off\", \"report\" or \"on\"")),
+    }
 }
 
-/// `POST …/token` body: optional `{"expires_in": seconds}`; never clamped.
-pub async fn parse_expires_in<B: RequestBody>(
+/// `POST …/token` body, checked: the new token's lifetime and how long the token it
+/// replaces stays valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub expires_in: u64,
+    /// Seconds; 0: the replaced token dies with the rotation.
+    pub previous_valid_for: u64,
+}
+
+/// `POST …/token` body: optional `{"expires_in": seconds, "previous_valid_for": seconds}`;
+/// never clamped.
+pub async fn parse_token_request<B: RequestBody>(
     body: B,
     tokens: &Tokens,
-) -> Result<u64, GatewayError> {
+) -> Result<TokenRequest, GatewayError> {
     let mut object = read_object(body, true).await?;
     let max = tokens.max_ttl.as_secs();
     let expires_in = match object.remove("expires_in") {
         None => tokens.default_ttl.as_secs(),
-        Some(Value::Number(n)) => match n.as_u64() {
+        Some(Value::Number(n)) => match whole_number(&n) {
             Some(0) | None => {
                 return Err(invalid(
                     "expires_in",
@@ -146,8 +191,27 @@ pub async fn parse_expires_in<B: RequestBody>(
             ))
         }
     };
+    let max_overlap = tokens.max_overlap.as_secs();
+    let whole = "must be a whole number of seconds, 0 or more";
+    let previous_valid_for = match object.remove("previous_valid_for") {
+        None => 0,
+        Some(Value::Number(n)) => match whole_number(&n) {
+            None => return Err(invalid("previous_valid_for", whole)),
+            Some(secs) if secs > max_overlap => {
+                return Err(invalid(
+                    "previous_valid_for",
+                    &format!("must be at most {max_overlap} (tokens.max_overlap)"),
+                ))
+            }
+            Some(secs) => secs,
+        },
+        Some(_) => return Err(invalid("previous_valid_for", whole)),
+    };
     reject_unknown(object)?;
-    Ok(expires_in)
+    Ok(TokenRequest {
+        expires_in,
+        previous_valid_for,
+    })
 }
 
 /// Generates a token for `tenant`, makes it the only valid one, and answers 201.
@@ -155,9 +219,13 @@ pub async fn generate(
     state: &StateHandle,
     actor: &str,
     tenant: String,
-    expires_in: u64,
+    request: TokenRequest,
     if_match: Option<u64>,
 ) -> Result<http::Response<crate::body::Body>, GatewayError> {
+    let TokenRequest {
+        expires_in,
+        previous_valid_for,
+    } = request;
     let secret = token::generate(TOKEN_PREFIX).map_err(|e| {
         tracing::error!(error = %e, "the OS random source failed");
         GatewayError::StateUnavailable
@@ -171,8 +239,13 @@ pub async fn generate(
     let cmd = Command::SetToken {
         tenant: tenant.clone(),
         token: record.clone(),
+        previous_valid_until_ms: (previous_valid_for > 0).then(|| now + previous_valid_for * 1000),
     };
     let (after, acks) = apply(state, actor, cmd, if_match).await?;
+    let previous_valid_until = after
+        .previous
+        .as_ref()
+        .map(|p| rfc3339_ms(from_unix_ms(p.valid_until_ms)));
     crate::metrics::rotation(&tenant);
     let mut body = json!({
         "token": secret.value,
@@ -180,6 +253,7 @@ pub async fn generate(
         "id": record.digest.id(),
         "expires_in": expires_in,
         "expires_at": rfc3339(from_unix_ms(record.expires_at_ms)),
+        "previous_valid_until": previous_valid_until,
         "revision": after.revision,
     });
     if let Some(acks) = acks {
@@ -221,7 +295,8 @@ pub async fn apply(
         action,
         old_token = fingerprint(&old).as_deref().unwrap_or("none"),
         new_token = fingerprint(&after).as_deref().unwrap_or("none"),
-        require_authentication = after.require_authentication,
+        mode = after.mode.as_str(),
+        previous_token = after.previous.as_ref().map(|p| p.token.digest.fingerprint()).as_deref().unwrap_or("none"),
         revision = new.revision,
         "admin change"
     );
@@ -312,6 +387,16 @@ async fn read_object<B: RequestBody>(
         Ok(_) => Err(invalid("body", "must be a JSON object")),
         Err(e) => Err(invalid("body", &format!("is not valid JSON ({e})"))),
     }
+}
+
+/// `n` if it is a whole number that fits a `u64`, however it is written: JSON (and its
+/// schema's `integer`) does not tell `3600` from `3600.0` or `3.6e3`.
+fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        let f = n.as_f64()?;
+        let whole = f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&f);
+        whole.then_some(f as u64)
+    })
 }
 
 fn reject_unknown(object: Map<String, Value>) -> Result<(), GatewayError> {

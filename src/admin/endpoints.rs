@@ -38,6 +38,16 @@ impl Admin {
         let expiries =
             expiries.map(|(name, t)| (name.as_str(), t.token.as_ref().map(|t| t.expires_at_ms)));
         crate::metrics::token_expiry(expiries, crate::time::now_ms());
+        let uses = snapshot.state.tenants.iter().flat_map(|(name, t)| {
+            let at = |t: &crate::state::TokenRecord| self.state.last_used(&t.digest).unwrap_or(0);
+            let current = t.token.as_ref().map_or(0, at);
+            let previous = t.previous.as_ref().map_or(0, |p| at(&p.token));
+            [
+                (name.as_str(), "current", current),
+                (name.as_str(), "previous", previous),
+            ]
+        });
+        crate::metrics::token_last_used(uses);
         self.live
             .acceptors()
             .record_expiry(std::time::SystemTime::now());
@@ -52,14 +62,19 @@ impl Admin {
     /// `GET /admin/v1/tenants` (viewer).
     pub(super) fn tenants(&self, live: &Live, headers: &HeaderMap) -> Answer {
         self.authorize(live, headers, Role::Viewer)?;
-        Ok(ok_json(&api::list(&self.state.snapshot().state)))
+        let last_used = |d: &_| self.state.last_used(d);
+        Ok(ok_json(&api::list(
+            &self.state.snapshot().state,
+            &last_used,
+        )))
     }
 
     /// `GET /admin/v1/tenants/{tenant}` (viewer).
     pub(super) fn tenant(&self, live: &Live, headers: &HeaderMap, tenant: &str) -> Answer {
         self.authorize(live, headers, Role::Viewer)?;
         let tenant = api::tenant_name(tenant)?;
-        let doc = api::document(&tenant, &self.state.snapshot().state.tenant(&tenant));
+        let state = self.state.snapshot().state.tenant(&tenant);
+        let doc = api::document(&tenant, &state, &|d| self.state.last_used(d));
         Ok(ok_json(&doc))
     }
 
@@ -73,13 +88,13 @@ impl Admin {
         let actor = self.authorize(live, req.headers(), Role::Approver)?;
         let tenant = api::tenant_name(tenant)?;
         let if_match = api::if_match(req.headers())?;
-        let require = api::parse_settings(req.into_body()).await?;
-        let cmd = Command::SetRequireAuthentication {
+        let mode = api::parse_settings(req.into_body()).await?;
+        let cmd = Command::SetMode {
             tenant: tenant.clone(),
-            require,
+            mode,
         };
         let (after, acks) = api::apply(&self.state, &actor, cmd, if_match).await?;
-        let mut doc = api::document(&tenant, &after);
+        let mut doc = api::document(&tenant, &after, &|d| self.state.last_used(d));
         if let Some(acks) = acks {
             doc["replicas"] = api::replicas(&acks);
         }
@@ -96,8 +111,8 @@ impl Admin {
         let actor = self.authorize(live, req.headers(), Role::Approver)?;
         let tenant = api::tenant_name(tenant)?;
         let if_match = api::if_match(req.headers())?;
-        let expires_in = api::parse_expires_in(req.into_body(), &live.config.tokens).await?;
-        api::generate(&self.state, &actor, tenant, expires_in, if_match).await
+        let request = api::parse_token_request(req.into_body(), &live.config.tokens).await?;
+        api::generate(&self.state, &actor, tenant, request, if_match).await
     }
 
     /// `DELETE /admin/v1/tenants/{tenant}/token` (approver): 204.
@@ -136,6 +151,13 @@ impl Admin {
             GatewayError::StateUnavailable
         })?;
         Ok(ok_json(&api::cluster(&status)))
+    }
+
+    /// `GET /admin/v1/openapi.json` (viewer): the document built into the binary.
+    pub(super) fn openapi(&self, live: &Live, headers: &HeaderMap) -> Answer {
+        self.authorize(live, headers, Role::Viewer)?;
+        let body = Bytes::from_static(super::openapi::DOCUMENT.as_bytes());
+        Ok(json_response(StatusCode::OK, body))
     }
 
     /// `POST /admin/v1/reload-tls` (approver).

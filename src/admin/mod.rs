@@ -6,11 +6,14 @@
 //! - `GET /metrics`: Prometheus text exposition;
 //! - `GET /admin/v1/tenants` (viewer): every tenant with stored state;
 //! - `GET /admin/v1/tenants/{tenant}` (viewer): one tenant document;
-//! - `PUT /admin/v1/tenants/{tenant}/settings` (approver): `{"require_authentication": bool}`;
-//! - `POST /admin/v1/tenants/{tenant}/token` (approver): generate, optional `{"expires_in": s}`;
-//! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke;
+//! - `PUT /admin/v1/tenants/{tenant}/settings` (approver): `{"mode": "off"|"report"|"on"}`
+//!   or `{"require_authentication": bool}`;
+//! - `POST /admin/v1/tenants/{tenant}/token` (approver): generate, optional
+//!   `{"expires_in": s, "previous_valid_for": s}`;
+//! - `DELETE /admin/v1/tenants/{tenant}/token` (approver): revoke every token;
 //! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
 //! - `GET /admin/v1/cluster` (viewer): the Redis epoch, revision and replicas' leases;
+//! - `GET /admin/v1/openapi.json` (viewer): the OpenAPI 3.1 document of all this ([`openapi`]);
 //! - `POST /admin/v1/reload` (approver): re-read and apply the config file, as SIGHUP
 //!   does ([`reload`], [`crate::live`]);
 //! - `POST /admin/v1/reload-tls` (approver): re-read only the TLS certificates ([`reload`]);
@@ -18,7 +21,8 @@
 //!
 //! Every response carries the browser security headers of [`ui::secure`].
 //!
-//! A request flows: [`Admin::serve`] → the route table ([`routes`]: 404 for an unknown
+//! A request flows: [`Admin::serve`] → its path, normalised as the proxy does (400 if it
+//! cannot be: [`crate::auth::path`]) → the route table ([`routes`]: 404 for an unknown
 //! path, 405 with `Allow` for a method the path does not answer) → one function per
 //! endpoint ([`endpoints`]), which checks the admin key (401) and its role (403) before
 //! it reads the body (400); [`api`] holds the documents, body parsing and state changes
@@ -27,6 +31,7 @@
 
 pub mod api;
 mod endpoints;
+mod openapi;
 mod reload;
 mod routes;
 pub mod ui;
@@ -144,17 +149,19 @@ impl Admin {
         response
     }
 
-    /// 404 for an unknown path, 405 (with `Allow`) for a method it does not answer, else
-    /// the endpoint's answer.
+    /// 400 for a path that cannot be normalised, 404 for an unknown path (or one this
+    /// listener does not offer), 405 (with `Allow`) for a method it does not answer, else
+    /// the endpoint's answer. The path is read in the proxy's canonical form, so `%7E` is
+    /// `~` here as there.
     async fn route<B: RequestBody>(
         &self,
         req: Request<B>,
         surface: Surface,
     ) -> Result<Response<Body>, GatewayError> {
-        let matched = self
-            .router
-            .at(req.uri().path())
-            .map_err(|_| GatewayError::NotFound)?;
+        let path = crate::auth::path::normalize(req.uri().path())
+            .map_err(|_| GatewayError::BadPath)?
+            .path;
+        let matched = self.router.at(&path).map_err(|_| GatewayError::NotFound)?;
         let probe = matched.value.is_probe();
         let offered = match surface {
             Surface::Admin => !probe || self.probes,
@@ -198,6 +205,7 @@ impl Admin {
             Endpoint::RevokeToken => self.revoke_token(live, headers, &params.tenant).await,
             Endpoint::WhoAmI => self.whoami(live, headers),
             Endpoint::Cluster => self.cluster(live, headers).await,
+            Endpoint::OpenApi => self.openapi(live, headers),
             Endpoint::ReloadTls => self.reload_tls(live, headers),
             Endpoint::Reload => self.reload(live, headers).await,
             Endpoint::UiAsset => ui::asset(&params.asset).ok_or(GatewayError::NotFound),

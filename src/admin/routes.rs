@@ -18,6 +18,7 @@ pub(super) enum Endpoint {
     RevokeToken,
     WhoAmI,
     Cluster,
+    OpenApi,
     ReloadTls,
     Reload,
     UiAsset,
@@ -80,6 +81,10 @@ pub(super) static ROUTES: &[Route] = &[
     Route {
         path: "/admin/v1/reload",
         methods: &[(Method::POST, Endpoint::Reload)],
+    },
+    Route {
+        path: "/admin/v1/openapi.json",
+        methods: &read(Endpoint::OpenApi),
     },
     Route {
         path: "/admin/v1/reload-tls",

@@ -252,3 +252,48 @@ async fn the_file_store_reports_its_backend_only() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc, serde_json::json!({ "backend": "file" }));
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_as_committed_to_a_viewer() {
+    let f = fixture().await;
+    let path = "/admin/v1/openapi.json";
+    let (status, headers, _) = call(&f.admin, "GET", path, None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    let response = f
+        .admin
+        .serve(request("GET", path, Some(VIEWER), Full::new(Bytes::new())))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let committed = include_str!("../../openapi/admin.json");
+    assert_eq!(bytes, committed.as_bytes());
+}
+
+/// Every documented operation answers a missing key as its role says: 401 where it
+/// names one, never 401 where it names none; and a viewer key gets 403 exactly on
+/// the approver operations.
+#[tokio::test]
+async fn every_operation_needs_the_role_the_document_names() {
+    let f = fixture().await;
+    let doc: Value = serde_json::from_str(super::openapi::DOCUMENT).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{tenant}", "acme")
+            .replace("{asset}", "app.js");
+        for (method, op) in item.as_object().unwrap() {
+            let method = method.to_ascii_uppercase();
+            let role = op["x-authgate-role"].as_str();
+            let what = format!("{method} {path} ({role:?})");
+            let (status, _, _) = call(&f.admin, &method, &concrete, None, "").await;
+            assert_eq!(status == StatusCode::UNAUTHORIZED, role.is_some(), "{what}");
+            let (status, _, _) = call(&f.admin, &method, &concrete, Some(VIEWER), "").await;
+            assert_eq!(
+                status == StatusCode::FORBIDDEN,
+                role == Some("approver"),
+                "{what}"
+            );
+        }
+    }
+}

@@ -12,7 +12,10 @@
 //!    refused; without an override it is not protected;
 //! 5. the tenant must be a valid tenant name, and a query naming `tenant_param` must
 //!    not name another one; it compares in lower case;
-//! 6. the tenant's settings and token decide.
+//! 6. the tenant's mode and tokens decide: in mode `off` nothing is parsed; in `on` and
+//!    `report` the credentials are checked against the current token and, while its
+//!    overlap lasts, the previous one; in `report` a refusal is only reported
+//!    ([`Outcome::Reported`]) and the request forwarded.
 
 use std::borrow::Cow;
 
@@ -23,7 +26,7 @@ use super::path;
 use super::token::Digest;
 use crate::metrics::{RouteClass, TenantCounters};
 use crate::routes::{fold_to_ascii, RouteTable};
-use crate::state::{Snapshot, TenantState, TokenRecord};
+use crate::state::{LastUse, Mode, Snapshot, TenantState, TokenRecord};
 
 /// Tenant of protected routes whose template and query name no tenant.
 pub const DEFAULT_TENANT: &str = "default";
@@ -39,8 +42,34 @@ pub struct Decision<'a, 's> {
     pub counters: Option<&'s TenantCounters>,
     /// The tenant of a protected route, in lower case.
     pub tenant: Option<String>,
-    /// The tenant's token the request presented (current or expired).
+    /// The tenant's mode (`Off` for unprotected routes and refusals before the tenant).
+    pub mode: Mode,
+    /// The tenant's token the request presented (current or previous, accepted or expired).
     pub token: Option<&'s TokenRecord>,
+    /// Where to record the use of the token, when it was accepted.
+    pub used: Option<&'s LastUse>,
+    /// Accepted with the previous token, during its overlap.
+    pub previous: bool,
+}
+
+impl Decision<'_, '_> {
+    /// Counts the decision on its tenant's counters, or on `other` (those shared by
+    /// tenants without stored state); nothing for refusals before the tenant.
+    pub fn count(&self, other: &TenantCounters) {
+        let Some(reason) = self.outcome.reason() else {
+            return;
+        };
+        let counters = self.counters.unwrap_or(other);
+        let counter = match (self.mode, reason) {
+            (_, Reason::NotRequired) | (Mode::Off, _) => &counters.not_required,
+            (Mode::On, reason) => &counters.on[reason as usize],
+            (Mode::Report, reason) => &counters.report[reason as usize],
+        };
+        counter.increment(1);
+        if self.previous {
+            counters.previous_accepted.increment(1);
+        }
+    }
 }
 
 /// The verdict.
@@ -50,10 +79,13 @@ pub enum Outcome {
     Unprotected,
     /// Protected, but the tenant does not require authentication: forward untouched.
     NotRequired,
-    /// The tenant's current token: forward without the `Authorization` header.
+    /// One of the tenant's valid tokens: forward without the `Authorization` header.
     Allowed,
     /// Answer the client; never forward.
     Rejected(Rejection),
+    /// Mode `report`: would have been refused for this reason (one of the token's:
+    /// missing, malformed, invalid, expired); forwarded.
+    Reported(Rejection),
 }
 
 /// Why a request is refused.
@@ -75,9 +107,10 @@ pub enum Rejection {
     Missing,
     /// `Authorization` not of the RFC 6750 form, or several of them.
     Malformed,
-    /// Not the tenant's current token (wrong, revoked, or replaced).
+    /// None of the tenant's valid tokens (wrong, revoked, or replaced and past its
+    /// overlap).
     Invalid,
-    /// The tenant's current token, past its expiry.
+    /// The tenant's current (or previous) token, past its expiry.
     Expired,
 }
 
@@ -108,6 +141,18 @@ impl Outcome {
             Outcome::Rejected(Rejection::BadTenant) => "bad_tenant",
             Outcome::Rejected(Rejection::MethodOverride) => "method_override",
             Outcome::Rejected(Rejection::Connect) => "connect",
+            Outcome::Reported(Rejection::Missing) => "would_refuse:missing",
+            Outcome::Reported(Rejection::Malformed) => "would_refuse:malformed",
+            Outcome::Reported(Rejection::Invalid) => "would_refuse:invalid",
+            Outcome::Reported(Rejection::Expired) => "would_refuse:expired",
+            // Refused before the tenant's mode is read: never reported.
+            Outcome::Reported(
+                Rejection::BadPath(_)
+                | Rejection::AmbiguousPath
+                | Rejection::BadTenant
+                | Rejection::MethodOverride
+                | Rejection::Connect,
+            ) => "would_refuse",
         })
     }
 
@@ -117,17 +162,24 @@ impl Outcome {
             Outcome::Unprotected => None,
             Outcome::NotRequired => Some(Reason::NotRequired),
             Outcome::Allowed => Some(Reason::Ok),
-            Outcome::Rejected(Rejection::Missing) => Some(Reason::Missing),
-            Outcome::Rejected(Rejection::Malformed) => Some(Reason::Malformed),
-            Outcome::Rejected(Rejection::Invalid) => Some(Reason::Invalid),
-            Outcome::Rejected(Rejection::Expired) => Some(Reason::Expired),
-            Outcome::Rejected(
-                Rejection::BadPath(_)
-                | Rejection::AmbiguousPath
-                | Rejection::BadTenant
-                | Rejection::MethodOverride
-                | Rejection::Connect,
-            ) => None,
+            Outcome::Rejected(r) | Outcome::Reported(r) => r.reason(),
+        }
+    }
+}
+
+impl Rejection {
+    /// The metric reason of a refusal decided on the tenant's token.
+    fn reason(self) -> Option<Reason> {
+        match self {
+            Rejection::Missing => Some(Reason::Missing),
+            Rejection::Malformed => Some(Reason::Malformed),
+            Rejection::Invalid => Some(Reason::Invalid),
+            Rejection::Expired => Some(Reason::Expired),
+            Rejection::BadPath(_)
+            | Rejection::AmbiguousPath
+            | Rejection::BadTenant
+            | Rejection::MethodOverride
+            | Rejection::Connect => None,
         }
     }
 }
@@ -152,7 +204,10 @@ pub fn decide<'a, 's>(
         outcome: Outcome::Rejected(rejection),
         counters: None,
         tenant: None,
+        mode: Mode::Off,
         token: None,
+        used: None,
+        previous: false,
     };
     if head.method.as_str().eq_ignore_ascii_case("CONNECT") {
         return reject(Cow::Borrowed("/"), RouteClass::Other, Rejection::Connect);
@@ -173,7 +228,10 @@ pub fn decide<'a, 's>(
         outcome: Outcome::Unprotected,
         counters: None,
         tenant: None,
+        mode: Mode::Off,
         token: None,
+        used: None,
+        previous: false,
     };
     let Some(route) = routes.at(&path) else {
         if routes.loosely_matches(&path) {
@@ -193,46 +251,89 @@ pub fn decide<'a, 's>(
     let Some(tenant) = tenant(route.tenant, routes.tenant_param(), head.uri.query()) else {
         return reject(path, RouteClass::Protected, Rejection::BadTenant);
     };
-    let entry = snapshot.tenants.get(tenant.as_ref());
+    let tenant = tenant.into_owned();
+    let entry = snapshot.tenants.get(&tenant);
     let counters = entry.map(|e| &e.counters);
-    let (outcome, token) = match entry.map(|e| &e.state) {
-        Some(t) if t.require_authentication => {
-            let outcome = check_token(t, &head.headers, now_ms);
-            let presented = matches!(
-                outcome,
-                Outcome::Allowed | Outcome::Rejected(Rejection::Expired)
-            );
-            (outcome, t.token.as_ref().filter(|_| presented))
-        }
-        _ => (Outcome::NotRequired, None),
-    };
-    let tenant = Some(tenant.into_owned());
-    Decision {
+    let mode = entry.map_or(Mode::Off, |e| e.state.mode);
+    let mut decision = Decision {
         path,
         class: RouteClass::Protected,
-        outcome,
+        outcome: Outcome::NotRequired,
         counters,
-        tenant,
-        token,
+        tenant: Some(tenant),
+        mode,
+        token: None,
+        used: None,
+        previous: false,
+    };
+    if let Some(entry) = entry.filter(|_| mode != Mode::Off) {
+        let (outcome, presented) = check_token(&entry.state, &head.headers, now_ms);
+        decision.outcome = match outcome {
+            Outcome::Rejected(r) if mode == Mode::Report => Outcome::Reported(r),
+            outcome => outcome,
+        };
+        let accepted = outcome == Outcome::Allowed;
+        match presented {
+            Presented::Current(t) => {
+                decision.token = Some(t);
+                decision.used = entry.current_use.as_deref().filter(|_| accepted);
+            }
+            Presented::Previous(t) => {
+                decision.token = Some(t);
+                decision.used = entry.previous_use.as_deref().filter(|_| accepted);
+                decision.previous = accepted;
+            }
+            Presented::Other => {}
+        }
     }
+    decision
 }
 
-/// The tenant's current token against the request's credentials.
-fn check_token(tenant: &TenantState, headers: &http::HeaderMap, now_ms: u64) -> Outcome {
-    match bearer::parse(headers) {
-        Credentials::Missing => Outcome::Rejected(Rejection::Missing),
-        Credentials::Malformed => Outcome::Rejected(Rejection::Malformed),
-        Credentials::Bearer(token) => match &tenant.token {
-            None => Outcome::Rejected(Rejection::Invalid),
-            Some(current) if !current.digest.matches(&Digest::of(token)) => {
-                Outcome::Rejected(Rejection::Invalid)
-            }
-            Some(current) if now_ms >= current.expires_at_ms => {
-                Outcome::Rejected(Rejection::Expired)
-            }
-            Some(_) => Outcome::Allowed,
-        },
+/// Which of the tenant's tokens a request presented.
+enum Presented<'s> {
+    Current(&'s TokenRecord),
+    Previous(&'s TokenRecord),
+    /// None of them (or no credentials).
+    Other,
+}
+
+/// The tenant's tokens against the request's credentials: the current one, then the
+/// previous one, valid until its overlap's deadline.
+fn check_token<'s>(
+    tenant: &'s TenantState,
+    headers: &http::HeaderMap,
+    now_ms: u64,
+) -> (Outcome, Presented<'s>) {
+    let token = match bearer::parse(headers) {
+        Credentials::Missing => return (Outcome::Rejected(Rejection::Missing), Presented::Other),
+        Credentials::Malformed => {
+            return (Outcome::Rejected(Rejection::Malformed), Presented::Other)
+        }
+        Credentials::Bearer(token) => Digest::of(token),
+    };
+    if let Some(current) = tenant.token.as_ref().filter(|t| t.digest.matches(&token)) {
+        let outcome = if now_ms >= current.expires_at_ms {
+            Outcome::Rejected(Rejection::Expired)
+        } else {
+            Outcome::Allowed
+        };
+        return (outcome, Presented::Current(current));
     }
+    if let Some(previous) = tenant
+        .previous
+        .as_ref()
+        .filter(|p| p.token.digest.matches(&token))
+    {
+        let outcome = if now_ms >= previous.token.expires_at_ms {
+            Outcome::Rejected(Rejection::Expired)
+        } else if now_ms >= previous.valid_until_ms {
+            Outcome::Rejected(Rejection::Invalid)
+        } else {
+            Outcome::Allowed
+        };
+        return (outcome, Presented::Previous(&previous.token));
+    }
+    (Outcome::Rejected(Rejection::Invalid), Presented::Other)
 }
 
 /// The tenant of a protected request, in lower case; `None` when it is missing, not a

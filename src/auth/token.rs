@@ -37,7 +37,7 @@ pub fn holds_secret(value: &[u8]) -> bool {
 }
 
 /// The SHA-256 digest of a secret. Its `Debug` shows only the fingerprint.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
@@ -53,6 +53,13 @@ impl Digest {
     /// A short public handle for display and audit: the first 6 digest bytes in hex.
     pub fn id(&self) -> String {
         hex::encode(&self.0[..6])
+    }
+
+    /// [`Self::id`] without an allocation, for the access log.
+    pub fn id_bytes(&self) -> [u8; 12] {
+        let mut id = [0; 12];
+        hex::encode_to_slice(&self.0[..6], &mut id).expect("12 hex digits for 6 bytes");
+        id
     }
 
     /// A longer public handle: `sha256:` and the first 16 digest bytes in hex. Knowing it

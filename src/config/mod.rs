@@ -97,6 +97,8 @@ pub struct ProtectedRoute {
 pub struct Tokens {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
+    /// The longest `previous_valid_for` a rotation may ask for.
+    pub max_overlap: Duration,
 }
 
 #[derive(Debug, Clone)]

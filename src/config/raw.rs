@@ -109,6 +109,7 @@ pub(super) struct RawRoute {
 pub(super) struct RawTokens {
     pub default_ttl: Option<Value>,
     pub max_ttl: Option<Value>,
+    pub max_overlap: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -97,6 +97,7 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
     let tokens = Tokens {
         default_ttl: duration(raw.tokens.default_ttl, "24h", &["tokens", "default_ttl"], p),
         max_ttl: duration(raw.tokens.max_ttl, "90d", &["tokens", "max_ttl"], p),
+        max_overlap: duration(raw.tokens.max_overlap, "1h", &["tokens", "max_overlap"], p),
     };
     if tokens.default_ttl > tokens.max_ttl {
         let msg = "must not be longer than tokens.max_ttl".to_string();

@@ -6,13 +6,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Version};
+use http::{Method, Request, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::access_log::{self, AccessLogger, Record};
+use crate::access_log::{AccessLogger, Record};
 use crate::body::OnEnd;
 use crate::config::TrustedProxies;
 use crate::metrics::RouteClass;
@@ -26,25 +26,32 @@ pub struct Exchange {
     /// Whether the connection's client is a trusted proxy (its forwarding headers count).
     pub trusted: bool,
     /// Collected only when the access log is on.
-    pub log: Option<Box<Logged>>,
+    pub log: Option<Logged>,
 }
 
 /// The access-log fields beyond what every request needs.
 #[derive(Debug)]
 pub struct Logged {
     started: Instant,
-    time: String,
+    time: SystemTime,
     client: IpAddr,
     peer: SocketAddr,
-    method: String,
-    pub path: String,
+    method: Method,
+    /// The request's URI (a shared, reference-counted copy), for its path.
+    uri: Uri,
+    /// The normalised path, when normalising changed it.
+    pub path: Option<String>,
     proto: &'static str,
     pub tenant: Option<String>,
     pub decision: Option<&'static str>,
-    pub token_id: Option<String>,
+    /// The token's public id ([`crate::auth::token::TokenDigest::id_bytes`]).
+    pub token_id: Option<[u8; 12]>,
     pub upstream_ms: Option<f64>,
     trace_id: Option<String>,
     pub bytes_in: Arc<AtomicU64>,
+    /// The request body broke off (the client went away mid-upload, or sent a broken
+    /// body): the exchange is incomplete whatever happens to the response.
+    pub request_broken: bool,
 }
 
 impl Exchange {
@@ -62,22 +69,22 @@ impl Exchange {
             .filter(|id| trusted && well_formed(id))
             .cloned()
             .unwrap_or_else(new_request_id);
-        let log = logging.then(|| {
-            Box::new(Logged {
-                started: Instant::now(),
-                time: access_log::now(),
-                client: client_address(req.headers(), peer, trusted_proxies),
-                peer: peer.addr,
-                method: req.method().to_string(),
-                path: req.uri().path().to_string(),
-                proto: proto(req.version()),
-                tenant: None,
-                decision: None,
-                token_id: None,
-                upstream_ms: None,
-                trace_id: trace_id(req.headers()),
-                bytes_in: Arc::new(AtomicU64::new(0)),
-            })
+        let log = logging.then(|| Logged {
+            started: Instant::now(),
+            time: SystemTime::now(),
+            client: client_address(req.headers(), peer, trusted_proxies),
+            peer: peer.addr,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            path: None,
+            proto: proto(req.version()),
+            tenant: None,
+            decision: None,
+            token_id: None,
+            upstream_ms: None,
+            trace_id: trace_id(req.headers()),
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            request_broken: false,
         });
         Exchange {
             class: RouteClass::Other,
@@ -106,7 +113,7 @@ struct Pending {
     request_id: HeaderValue,
     class: RouteClass,
     status: u16,
-    log: Box<Logged>,
+    log: Logged,
 }
 
 impl OnEnd for Pending {
@@ -120,26 +127,29 @@ impl OnEnd for Pending {
         } = *self;
         let record = Record {
             time: log.time,
-            request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
-            client: log.client.to_string(),
-            peer: access_log::address(log.peer),
-            method: log.method,
-            path: log.path,
+            request_id: request_id.to_str().unwrap_or("-"),
+            client: log.client,
+            peer: log.peer,
+            method: log.method.as_str(),
+            path: log.path.as_deref().unwrap_or(log.uri.path()),
             proto: log.proto,
             status,
             bytes_in: log.bytes_in.load(Ordering::Relaxed),
             bytes_out,
             duration_ms: log.started.elapsed().as_secs_f64() * 1000.0,
             upstream_ms: log.upstream_ms,
-            tenant: log.tenant,
+            tenant: log.tenant.as_deref(),
             route: match class {
                 RouteClass::Protected => "protected",
                 RouteClass::Other => "other",
             },
             decision: log.decision,
-            token_id: log.token_id,
-            trace_id: log.trace_id,
-            complete,
+            token_id: log
+                .token_id
+                .as_ref()
+                .and_then(|id| std::str::from_utf8(id).ok()),
+            trace_id: log.trace_id.as_deref(),
+            complete: complete && !log.request_broken,
         };
         logger.write(&record);
     }

@@ -70,7 +70,12 @@ impl Handler for Proxy {
         );
         let mut response = match self.serve(&live, req, peer, &mut exchange).await {
             Ok(response) => response,
-            Err(e) => e.into_response_for(exchange.request_id.to_str().unwrap_or_default()),
+            Err(e) => {
+                if let (GatewayError::ClientBody(_), Some(log)) = (&e, &mut exchange.log) {
+                    log.request_broken = true;
+                }
+                e.into_response_for(exchange.request_id.to_str().unwrap_or_default())
+            }
         };
         let status = response.status();
         self.metrics.request(exchange.class, status);
@@ -138,25 +143,32 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Admitted, GatewayError> {
         check_framing(head)?;
-        let (outcome, rewritten) = {
+        let (outcome, rewritten, strip) = {
             let snapshot = self.state.snapshot();
-            let decision = decide(&live.routes, &snapshot, head, crate::time::now_ms());
+            let now_ms = crate::time::now_ms();
+            let mut decision = decide(&live.routes, &snapshot, head, now_ms);
             exchange.class = decision.class;
             if let Some(log) = &mut exchange.log {
-                log.path = decision.path.to_string();
-                log.tenant = decision.tenant.clone();
+                if let Cow::Owned(path) = &decision.path {
+                    log.path = Some(path.clone());
+                }
+                log.tenant = decision.tenant.take();
                 log.decision = decision.outcome.label();
-                log.token_id = decision.token.map(|t| t.digest.id());
+                log.token_id = decision.token.map(|t| t.digest.id_bytes());
             }
-            if let Some(reason) = decision.outcome.reason() {
-                let counters = decision.counters.unwrap_or(&self.metrics.other_tenant);
-                counters.by_reason[reason as usize].increment(1);
+            decision.count(&self.metrics.other_tenant);
+            if let Some(used) = decision.used {
+                used.touch(now_ms / 1000);
             }
             let rewritten = match decision.path {
                 Cow::Owned(path) => Some(path),
                 Cow::Borrowed(_) => None,
             };
-            (decision.outcome, rewritten)
+            // A request that presented one of the tenant's tokens loses `Authorization`
+            // whatever the verdict (in mode `report` it is forwarded); any other
+            // authgate secret is stripped by `headers::to_upstream`.
+            let strip = decision.token.is_some();
+            (decision.outcome, rewritten, strip)
         };
         // Redis store: a replica whose lease ran out cannot know the current tokens (nor
         // whether the tenant requires one), so every protected route waits. Checked
@@ -164,16 +176,13 @@ impl Proxy {
         if outcome.reason().is_some() && self.state.fenced() {
             return Err(GatewayError::Fenced);
         }
-        match outcome {
-            Outcome::Rejected(rejection) => {
-                // The path only: queries may carry secrets.
-                tracing::debug!(?rejection, method = %head.method, path = %head.uri.path(), peer = %peer.addr, "request refused");
-                return Err(rejection.into());
-            }
-            Outcome::Allowed => {
-                head.headers.remove(header::AUTHORIZATION);
-            }
-            Outcome::Unprotected | Outcome::NotRequired => {}
+        if let Outcome::Rejected(rejection) = outcome {
+            // The path only: queries may carry secrets.
+            tracing::debug!(?rejection, method = %head.method, path = %head.uri.path(), peer = %peer.addr, "request refused");
+            return Err(rejection.into());
+        }
+        if strip {
+            head.headers.remove(header::AUTHORIZATION);
         }
         let mut body_limit = u64::MAX;
         if exchange.class == RouteClass::Protected {

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Applied, BoxFuture, Command, State, StateStore, StoreError, TenantState, TokenRecord};
+use super::{
+    Applied, BoxFuture, Command, Mode, PreviousToken, State, StateStore, StoreError, TenantState,
+    TokenRecord,
+};
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -24,11 +27,19 @@ struct OnDisk {
     tenants: BTreeMap<String, OnDiskTenant>,
 }
 
+/// Fields added after format 1 was first written have serde defaults, so files written
+/// before them still load (as the same format version).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OnDiskTenant {
+    /// Kept (true exactly in mode `on`) for files written before `mode`.
     require_authentication: bool,
+    /// Absent in older files: then `on` or `off` from `require_authentication`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<Mode>,
     token: Option<TokenRecord>,
+    #[serde(default)]
+    previous: Option<PreviousToken>,
     revision: u64,
 }
 
@@ -135,9 +146,15 @@ fn read(path: &Path) -> Result<State, StoreError> {
         .tenants
         .into_iter()
         .map(|(name, t)| {
+            let mode = t.mode.unwrap_or(if t.require_authentication {
+                Mode::On
+            } else {
+                Mode::Off
+            });
             let state = TenantState {
-                require_authentication: t.require_authentication,
+                mode,
                 token: t.token,
+                previous: t.previous,
                 revision: t.revision,
             };
             (name, state)
@@ -158,8 +175,10 @@ fn encode(state: &State) -> Vec<u8> {
             .iter()
             .map(|(name, t)| {
                 let tenant = OnDiskTenant {
-                    require_authentication: t.require_authentication,
+                    require_authentication: t.require_authentication(),
+                    mode: Some(t.mode),
                     token: t.token.clone(),
+                    previous: t.previous.clone(),
                     revision: t.revision,
                 };
                 (name.clone(), tenant)
@@ -223,6 +242,7 @@ mod tests {
                     Command::SetToken {
                         tenant: "acme".into(),
                         token: token.clone(),
+                        previous_valid_until_ms: None,
                     },
                     None,
                 )
@@ -230,9 +250,9 @@ mod tests {
                 .unwrap();
             let written = store
                 .apply(
-                    Command::SetRequireAuthentication {
+                    Command::SetMode {
                         tenant: "acme".into(),
-                        require: true,
+                        mode: Mode::On,
                     },
                     Some(1),
                 )
@@ -264,6 +284,96 @@ mod tests {
             .filter(|e| e.file_name() != "state.json")
             .collect();
         assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
+    }
+
+    /// A file written before `mode` and `previous` existed, byte for byte as the seed
+    /// wrote it.
+    const SEED_FILE: &str = r#"{
+  "version": 1,
+  "revision": 3,
+  "tenants": {
+    "acme": {
+      "require_authentication": true,
+      "token": {
+        "sha256": "0707070707070707070707070707070707070707070707070707070707070707",
+        "created_at_ms": 10,
+        "expires_at_ms": 20
+      },
+      "revision": 3
+    },
+    "open": {
+      "require_authentication": false,
+      "token": null,
+      "revision": 1
+    }
+  }
+}
+"#;
+
+    #[test]
+    fn a_file_of_the_seed_format_loads_and_keeps_its_meaning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, SEED_FILE).unwrap();
+        let state = runtime()
+            .block_on(FileStore::new(path.clone()).load())
+            .unwrap();
+        assert_eq!(state.revision, 3);
+        let acme = state.tenant("acme");
+        assert_eq!(acme.mode, Mode::On, "require_authentication: true is `on`");
+        assert_eq!(acme.previous, None);
+        assert_eq!(acme.token.unwrap().expires_at_ms, 20);
+        assert_eq!(state.tenant("open").mode, Mode::Off);
+        // Written back, it holds both the seed's flag and the mode.
+        let text = String::from_utf8(encode(&state)).unwrap();
+        assert!(text.contains("\"require_authentication\": true"), "{text}");
+        assert!(text.contains("\"mode\": \"on\""), "{text}");
+    }
+
+    #[test]
+    fn a_mode_and_an_overlap_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let token = |n: u8, created_at_ms| TokenRecord {
+            digest: Digest([n; 32]),
+            created_at_ms,
+            expires_at_ms: 1_000_000,
+        };
+        runtime().block_on(async {
+            let store = FileStore::new(path.clone());
+            store.load().await.unwrap();
+            let cmds = [
+                Command::SetMode {
+                    tenant: "acme".into(),
+                    mode: Mode::Report,
+                },
+                Command::SetToken {
+                    tenant: "acme".into(),
+                    token: token(1, 10),
+                    previous_valid_until_ms: None,
+                },
+                Command::SetToken {
+                    tenant: "acme".into(),
+                    token: token(2, 20),
+                    previous_valid_until_ms: Some(5_000),
+                },
+            ];
+            for cmd in cmds {
+                store.apply(cmd, None).await.unwrap();
+            }
+            let acme = FileStore::new(path.clone())
+                .load()
+                .await
+                .unwrap()
+                .tenant("acme");
+            assert_eq!(acme.mode, Mode::Report);
+            assert_eq!(acme.token, Some(token(2, 20)));
+            let previous = acme.previous.unwrap();
+            assert_eq!(
+                (previous.token, previous.valid_until_ms),
+                (token(1, 10), 5_000)
+            );
+        });
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Tenant state: what each tenant requires and its current token digest.
+//! Tenant state: each tenant's [`Mode`] (`off`, `report`, `on`), its current token
+//! digest and, during a rotation's overlap, the [`PreviousToken`] with its deadline
+//! (an instant in the state, so every replica reaches the same verdict).
 //!
 //! Data flow: an admin call becomes a [`Command`]; [`StateHandle::apply`] has the
 //! [`StateStore`] make it durable (the file store writes and fsyncs before returning),
@@ -9,10 +11,12 @@
 //! Stores implement one trait with boxed futures, so a deployment picks one at run
 //! time; an external store (Redis, for several replicas) pushes states it learns of
 //! through [`StateHandle::publish`], which never moves the snapshot backwards, and
-//! holds a [`Fence`] the request path consults before serving protected routes.
+//! holds a [`Fence`] the request path consults before serving protected routes. Each
+//! token's last accepted use ([`last_use`]) lives beside the snapshots, in memory only.
 
 pub mod fence;
 pub mod file;
+pub mod last_use;
 pub mod lock;
 pub mod redis;
 
@@ -27,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::token::Digest;
 use crate::metrics::TenantCounters;
 pub use fence::Fence;
+pub use last_use::{LastUse, LastUses};
 
 /// A boxed future, so that [`StateStore`] can be a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -39,13 +44,56 @@ pub struct State {
     pub tenants: BTreeMap<String, TenantState>,
 }
 
+/// How a tenant treats requests to protected routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The seed's "not required": forwarded untouched, `Authorization` not even parsed.
+    #[default]
+    Off,
+    /// The token is checked and the verdict counted and logged, but the request is
+    /// forwarded whatever it is.
+    Report,
+    /// The seed's "required": only the tenant's valid tokens get through.
+    On,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Report => "report",
+            Mode::On => "on",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Mode> {
+        match text {
+            "off" => Some(Mode::Off),
+            "report" => Some(Mode::Report),
+            "on" => Some(Mode::On),
+            _ => None,
+        }
+    }
+}
+
 /// One tenant's state. A tenant never configured behaves as `TenantState::default()`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TenantState {
-    pub require_authentication: bool,
+    pub mode: Mode,
     pub token: Option<TokenRecord>,
+    /// The token the current one replaced, while its overlap lasts (see
+    /// [`PreviousToken`]); at most one: a rotation during an overlap ends it.
+    pub previous: Option<PreviousToken>,
     /// The deployment revision of this tenant's last change.
     pub revision: u64,
+}
+
+impl TenantState {
+    /// The seed's flag: true exactly in mode `on`.
+    pub fn require_authentication(&self) -> bool {
+        self.mode == Mode::On
+    }
 }
 
 /// A token as stored: its digest and public metadata, never the token.
@@ -58,18 +106,33 @@ pub struct TokenRecord {
     pub expires_at_ms: u64,
 }
 
+/// A replaced token that stays valid until a deadline: state, not a timer, so every
+/// replica compares the same instant with its clock and reaches the same verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousToken {
+    #[serde(flatten)]
+    pub token: TokenRecord,
+    /// Unix ms from which it is refused; never past the token's own expiry.
+    pub valid_until_ms: u64,
+}
+
 /// A state change requested through the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    SetRequireAuthentication {
+    SetMode {
         tenant: String,
-        require: bool,
+        mode: Mode,
     },
-    /// Replaces the tenant's token (the previous one dies with this command).
+    /// Replaces the tenant's token. With `previous_valid_until_ms`, the token it replaces
+    /// stays valid until then (never past its own expiry; not at all if that is not after
+    /// the new token's creation); otherwise, and for any older token, it dies with this
+    /// command.
     SetToken {
         tenant: String,
         token: TokenRecord,
+        previous_valid_until_ms: Option<u64>,
     },
+    /// Ends every token of the tenant.
     RevokeToken {
         tenant: String,
     },
@@ -78,23 +141,40 @@ pub enum Command {
 impl Command {
     pub fn tenant(&self) -> &str {
         match self {
-            Command::SetRequireAuthentication { tenant, .. }
+            Command::SetMode { tenant, .. }
             | Command::SetToken { tenant, .. }
             | Command::RevokeToken { tenant } => tenant,
         }
     }
 
-    /// The name written to the audit log.
+    /// The name written to the audit log (the seed's names for `on` and `off`).
     pub fn action(&self) -> &'static str {
         match self {
-            Command::SetRequireAuthentication { require: true, .. } => "require_authentication_on",
-            Command::SetRequireAuthentication { require: false, .. } => {
-                "require_authentication_off"
-            }
+            Command::SetMode { mode: Mode::On, .. } => "require_authentication_on",
+            Command::SetMode {
+                mode: Mode::Off, ..
+            } => "require_authentication_off",
+            Command::SetMode {
+                mode: Mode::Report, ..
+            } => "mode_report",
+            Command::SetToken {
+                previous_valid_until_ms: Some(_),
+                ..
+            } => "token_generated_with_overlap",
             Command::SetToken { .. } => "token_generated",
             Command::RevokeToken { .. } => "token_revoked",
         }
     }
+}
+
+/// The token `current` becomes when `next` replaces it with an overlap until `until_ms`:
+/// `None` when there is nothing left of the overlap by the time `next` exists.
+pub fn overlap(current: &TokenRecord, until_ms: u64, next: &TokenRecord) -> Option<PreviousToken> {
+    let valid_until_ms = until_ms.min(current.expires_at_ms);
+    (valid_until_ms > next.created_at_ms).then(|| PreviousToken {
+        token: current.clone(),
+        valid_until_ms,
+    })
 }
 
 impl State {
@@ -105,11 +185,22 @@ impl State {
         let tenant = next.tenants.entry(cmd.tenant().to_string()).or_default();
         tenant.revision = next.revision;
         match cmd {
-            Command::SetRequireAuthentication { require, .. } => {
-                tenant.require_authentication = *require
+            Command::SetMode { mode, .. } => tenant.mode = *mode,
+            Command::SetToken {
+                token,
+                previous_valid_until_ms,
+                ..
+            } => {
+                tenant.previous = match (&tenant.token, previous_valid_until_ms) {
+                    (Some(current), Some(until)) => overlap(current, *until, token),
+                    _ => None,
+                };
+                tenant.token = Some(token.clone());
             }
-            Command::SetToken { token, .. } => tenant.token = Some(token.clone()),
-            Command::RevokeToken { .. } => tenant.token = None,
+            Command::RevokeToken { .. } => {
+                tenant.token = None;
+                tenant.previous = None;
+            }
         }
         next
     }
@@ -223,12 +314,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// One tenant as the request path reads it: its state and its metric handles, found
-/// with one lookup.
+/// One tenant as the request path reads it: its state, its metric handles and its
+/// tokens' last-use cells, found with one lookup.
 #[derive(Debug)]
 pub struct SnapshotTenant {
     pub state: TenantState,
     pub counters: TenantCounters,
+    /// The current token's last use (present exactly when it has a token).
+    pub current_use: Option<Arc<LastUse>>,
+    /// The previous token's last use (present exactly when it has one).
+    pub previous_use: Option<Arc<LastUse>>,
 }
 
 /// What the request path reads: the state plus, per tenant, its metric handles
@@ -240,22 +335,32 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The request path's view of `state`. Tenants are keyed in lower case, as the proxy
-    /// compares them; should a state written by an older authgate hold two spellings of
-    /// one name, the one requiring authentication wins (fail closed).
+    /// The request path's view of `state`, with last uses of its own.
     pub fn new(state: State) -> Snapshot {
+        Snapshot::with_uses(state, &LastUses::default())
+    }
+
+    /// The request path's view of `state`, its tokens' last uses taken from `uses`.
+    /// Tenants are keyed in lower case, as the proxy compares them; should a state
+    /// written by an older authgate hold two spellings of one name, the strictest mode
+    /// wins (fail closed).
+    pub fn with_uses(state: State, uses: &LastUses) -> Snapshot {
+        let cells = uses.for_state(&state);
+        let cell = |t: Option<&TokenRecord>| t.and_then(|t| cells.get(&t.digest).cloned());
         let mut tenants: HashMap<String, SnapshotTenant> = HashMap::new();
         for (name, tenant) in &state.tenants {
             let key = name.to_ascii_lowercase();
             if tenants
                 .get(&key)
-                .is_some_and(|kept| kept.state.require_authentication)
+                .is_some_and(|kept| kept.state.mode >= tenant.mode)
             {
                 continue;
             }
             let entry = SnapshotTenant {
                 state: tenant.clone(),
                 counters: TenantCounters::new(&key),
+                current_use: cell(tenant.token.as_ref()),
+                previous_use: cell(tenant.previous.as_ref().map(|p| &p.token)),
             };
             tenants.insert(key, entry);
         }
@@ -270,6 +375,8 @@ pub struct StateHandle {
     store: Box<dyn StateStore>,
     /// Serialises this process's writers, so snapshots are swapped in commit order.
     writer: tokio::sync::Mutex<()>,
+    /// The tokens' last uses on this replica, carried from snapshot to snapshot.
+    uses: LastUses,
 }
 
 impl StateHandle {
@@ -277,10 +384,12 @@ impl StateHandle {
     pub async fn open(store: Box<dyn StateStore>) -> Result<StateHandle, StoreError> {
         let state = store.load().await?;
         crate::metrics::state_revision(state.revision);
+        let uses = LastUses::default();
         Ok(StateHandle {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(state)),
+            snapshot: ArcSwap::from_pointee(Snapshot::with_uses(state, &uses)),
             store,
             writer: tokio::sync::Mutex::new(()),
+            uses,
         })
     }
 
@@ -311,7 +420,8 @@ impl StateHandle {
         let current = self.snapshot.load();
         if state.revision > current.state.revision {
             crate::metrics::state_revision(state.revision);
-            self.snapshot.store(Arc::new(Snapshot::new(state)));
+            let next = Snapshot::with_uses(state, &self.uses);
+            self.snapshot.store(Arc::new(next));
         }
     }
 
@@ -319,7 +429,13 @@ impl StateHandle {
     /// under a new epoch, so revisions restarted).
     pub fn replace(&self, state: State) {
         crate::metrics::state_revision(state.revision);
-        self.snapshot.store(Arc::new(Snapshot::new(state)));
+        let next = Snapshot::with_uses(state, &self.uses);
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// Unix seconds of the last accepted use of the token `digest` on this replica.
+    pub fn last_used(&self, digest: &Digest) -> Option<u64> {
+        self.uses.get(digest)
     }
 
     /// Whether protected routes must be refused now (one clock read; never I/O).
@@ -372,21 +488,27 @@ mod tests {
     #[test]
     fn commands_bump_the_revision_and_stamp_the_tenant() {
         let s0 = State::default();
-        let s1 = s0.apply(&Command::SetRequireAuthentication {
+        let s1 = s0.apply(&Command::SetMode {
             tenant: "acme".into(),
-            require: true,
+            mode: Mode::On,
         });
         let s2 = s1.apply(&Command::SetToken {
             tenant: "acme".into(),
             token: token(1),
+            previous_valid_until_ms: None,
         });
         let s3 = s2.apply(&Command::SetToken {
             tenant: "acme".into(),
             token: token(2),
+            previous_valid_until_ms: None,
         });
         assert_eq!(s3.revision, 3);
         let acme = s3.tenant("acme");
-        assert!(acme.require_authentication);
+        assert!(acme.require_authentication());
+        assert_eq!(
+            acme.previous, None,
+            "no overlap asked: the old token is gone"
+        );
         assert_eq!(acme.token, Some(token(2)), "the new token replaces the old");
         assert_eq!(acme.revision, 3);
         let s4 = s3.apply(&Command::RevokeToken {
@@ -398,5 +520,82 @@ mod tests {
             TenantState::default(),
             "old states are untouched"
         );
+    }
+
+    fn record(n: u8, created_at_ms: u64, expires_at_ms: u64) -> TokenRecord {
+        TokenRecord {
+            digest: Digest([n; 32]),
+            created_at_ms,
+            expires_at_ms,
+        }
+    }
+
+    fn rotate(state: &State, token: TokenRecord, until: Option<u64>) -> State {
+        state.apply(&Command::SetToken {
+            tenant: "acme".into(),
+            token,
+            previous_valid_until_ms: until,
+        })
+    }
+
+    #[test]
+    fn an_overlap_keeps_one_previous_token_until_its_deadline() {
+        let s1 = rotate(&State::default(), record(1, 0, 10_000), Some(5_000));
+        assert_eq!(s1.tenant("acme").previous, None, "nothing to keep yet");
+        let s2 = rotate(&s1, record(2, 100, 20_000), Some(2_100));
+        let previous = s2.tenant("acme").previous.unwrap();
+        assert_eq!(
+            (previous.token, previous.valid_until_ms),
+            (record(1, 0, 10_000), 2_100)
+        );
+
+        let s3 = rotate(&s2, record(3, 200, 30_000), Some(50_000));
+        let acme = s3.tenant("acme");
+        let previous = acme.previous.unwrap();
+        assert_eq!(
+            previous.token,
+            record(2, 100, 20_000),
+            "the first one ended at once"
+        );
+        assert_eq!(previous.valid_until_ms, 20_000, "never past its own expiry");
+
+        let expired = rotate(&s3, record(4, 40_000, 50_000), Some(45_000));
+        assert_eq!(
+            expired.tenant("acme").previous,
+            None,
+            "an expired token does not linger"
+        );
+        let without = rotate(&s3, record(4, 300, 50_000), None);
+        assert_eq!(without.tenant("acme").previous, None, "0: the seed's rule");
+        let revoked = s3.apply(&Command::RevokeToken {
+            tenant: "acme".into(),
+        });
+        let acme = revoked.tenant("acme");
+        assert_eq!(
+            (acme.token, acme.previous),
+            (None, None),
+            "DELETE ends both"
+        );
+    }
+
+    #[test]
+    fn two_spellings_of_a_tenant_keep_the_strictest_mode() {
+        for (first, second) in [
+            (Mode::Report, Mode::On),
+            (Mode::On, Mode::Off),
+            (Mode::Off, Mode::Report),
+        ] {
+            let state = State::default()
+                .apply(&Command::SetMode {
+                    tenant: "ACME".into(),
+                    mode: first,
+                })
+                .apply(&Command::SetMode {
+                    tenant: "acme".into(),
+                    mode: second,
+                });
+            let snapshot = Snapshot::new(state);
+            assert_eq!(snapshot.tenants["acme"].state.mode, first.max(second));
+        }
     }
 }

@@ -65,3 +65,22 @@ pub async fn document(gw: &Gateway, tenant: &str) -> (StatusCode, Value) {
     let path = format!("/admin/v1/tenants/{tenant}");
     call(gw, "GET", &path, Some(&keys().viewer), None).await
 }
+
+/// Sets `tenant`'s mode (`off`, `report`, `on`); returns the tenant document.
+pub async fn set_mode(gw: &Gateway, tenant: &str, mode: &str) -> Value {
+    let body = format!("{{\"mode\": \"{mode}\"}}");
+    let path = format!("/admin/v1/tenants/{tenant}/settings");
+    let (status, doc) = call(gw, "PUT", &path, Some(&keys().approver), Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["mode"], mode);
+    assert_eq!(doc["require_authentication"], mode == "on");
+    doc
+}
+
+/// Generates a token for `tenant` with `body`; returns the whole 201 answer.
+pub async fn rotate(gw: &Gateway, tenant: &str, body: &str) -> Value {
+    let path = format!("/admin/v1/tenants/{tenant}/token");
+    let (status, answer) = call(gw, "POST", &path, Some(&keys().approver), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    answer
+}

@@ -216,10 +216,18 @@ async function scenario(browser) {
   await expectBulk(null, 200, 'authentication off');
   await everyControlIsLabelled(page, 'tenant screen');
 
+  step('"Report only": checked and counted, still forwarded');
+  await page.getByLabel('Require authentication').selectOption({ label: 'Report only' });
+  await page.getByRole('status').filter({ hasText: 'Saved: report only.' }).waitFor();
+  const reported = await tenantDocument(TENANT);
+  check(reported.mode === 'report' && reported.require_authentication === false, `report: ${JSON.stringify(reported)}`);
+  await expectBulk(null, 200, 'report only, no token');
+
   step('turn "Require authentication" on');
   await page.getByLabel('Require authentication').selectOption('on');
   await page.getByRole('status').filter({ hasText: 'Saved: authentication is now required.' }).waitFor();
-  check((await tenantDocument(TENANT)).require_authentication === true, 'the server has it on');
+  const required = await tenantDocument(TENANT);
+  check(required.require_authentication === true && required.mode === 'on', 'the server has it on');
   await expectBulk(null, 401, 'required, no token');
 
   step('generate a token with "Expires in" 1 day');
@@ -265,6 +273,36 @@ async function scenario(browser) {
   check(JSON.parse(refused.body).error === 'invalid_token', refused.body);
   await expectBulk(second, 200, 'the regenerated token');
 
+  step('regenerate with "Old token stops working: in 5 minutes": both work, the page says until when');
+  await page.getByRole('button', { name: 'Regenerate token' }).click();
+  await dialog.filter({ hasText: CONSEQUENCE }).waitFor();
+  await page.keyboard.press('Escape');
+  await dialog.waitFor({ state: 'hidden' });
+  await page.getByLabel('Old token stops working').selectOption({ label: 'in 5 minutes' });
+  await page.getByRole('button', { name: 'Regenerate token' }).click();
+  await dialog.filter({ hasText: 'keep working for 5 minutes' }).waitFor();
+  await dialog.getByRole('button', { name: 'Regenerate token' }).click();
+  await page.getByText('The previous token keeps working until').waitFor();
+  await page.waitForFunction((old) => {
+    const value = document.getElementById('new-token-value').value;
+    return value && value !== old;
+  }, second);
+  const overlapping = await tokenField.inputValue();
+  await page.locator('#previous-facts').waitFor();
+  await page.locator('#previous-until').filter({ hasText: /\(in [45] minutes\)/ }).waitFor();
+  check((await page.locator('#previous-last-used').textContent()).includes('UTC'), 'the previous token was used');
+  check(
+    (await page.locator('#token-last-used').textContent()) === 'Not since this gateway started',
+    'the new token is not used yet',
+  );
+  check((await page.getByLabel('Old token stops working').inputValue()) === '0', 'the choice goes back to "at once"');
+  await expectBulk(second, 200, 'the previous token inside its 5 minutes');
+  await expectBulk(overlapping, 200, 'the new token');
+  const overlapDoc = await tenantDocument(TENANT);
+  check(overlapDoc.previous_token && overlapDoc.previous_token.last_used_at, `previous token facts: ${JSON.stringify(overlapDoc)}`);
+  const left = (Date.parse(overlapDoc.previous_token.valid_until) - Date.now()) / 1000;
+  check(left > 240 && left <= 300, `the previous token stops in 5 minutes, not ${left} s`);
+
   step('the new token is gone once the page is left');
   await page.getByRole('link', { name: 'All tenants' }).click();
   await page.getByRole('heading', { level: 1, name: 'Tenants' }).waitFor();
@@ -273,7 +311,7 @@ async function scenario(browser) {
   await enabled(page, '#revoke');
   check(await page.locator('#new-token').isHidden(), 'the token panel is hidden');
   check((await page.locator('#new-token-value').inputValue()) === '', 'the token field is empty');
-  check(!(await page.content()).includes(second), 'the token is nowhere in the page');
+  check(!(await page.content()).includes(overlapping), 'the token is nowhere in the page');
 
   step('revoke, by keyboard only, behind its confirmation');
   await page.locator('#revoke').focus();
@@ -288,7 +326,9 @@ async function scenario(browser) {
   await page.keyboard.press('Enter');
   await page.getByText('Token revoked.').waitFor();
   await page.getByText('No token: bulk updates for this tenant are refused until you generate one.').waitFor();
-  await expectBulk(second, 401, 'the revoked token');
+  await expectBulk(overlapping, 401, 'the revoked token');
+  await expectBulk(second, 401, 'the previous token, ended by the revocation');
+  check(await page.locator('#previous-facts').isHidden(), 'no previous token after revoking');
 
   step('a custom "Expires in" above the server maximum is refused on the page');
   await enabled(page, '#generate');
@@ -343,6 +383,7 @@ async function scenario(browser) {
   for (const [role, name] of [
     ['combobox', 'Require authentication'],
     ['combobox', 'Expires in'],
+    ['combobox', 'Old token stops working'],
     ['button', 'Regenerate token'],
     ['button', 'Revoke token'],
   ]) {
@@ -357,7 +398,7 @@ async function scenario(browser) {
   step('the key never left sessionStorage');
   for (const url of requestUrls) {
     check(!url.includes(APPROVER) && !url.includes(VIEWER), `a key in a URL: ${url}`);
-    check(!url.includes(first) && !url.includes(second), `a token in a URL: ${url}`);
+    check(!url.includes(first) && !url.includes(second) && !url.includes(overlapping), `a token in a URL: ${url}`);
   }
   check((await context.cookies()).length === 0, 'no cookies');
   check((await storedKey(page)).local === 0, 'nothing in localStorage');

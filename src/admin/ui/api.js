@@ -16,6 +16,8 @@ const FIELD_NAMES = {
   tenant: 'The client code',
   expires_in: 'The expiry',
   require_authentication: 'The “Require authentication” value',
+  mode: 'The “Require authentication” value',
+  previous_valid_for: 'The “Old token stops working” choice',
   body: 'The request',
 };
 

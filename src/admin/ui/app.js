@@ -107,8 +107,10 @@ function span(text, className) {
   return element;
 }
 
-function badge(on) {
-  return span(on ? 'Required' : 'Off', on ? 'badge on' : 'badge off');
+const MODE_BADGES = { on: 'Required', report: 'Report only', off: 'Off' };
+
+function badge(mode) {
+  return span(MODE_BADGES[mode] || mode, `badge ${mode}`);
 }
 
 async function showList() {
@@ -144,7 +146,7 @@ async function showList() {
     }
     tr.append(
       cell('Client code', link),
-      cell('Require authentication', badge(doc.require_authentication)),
+      cell('Require authentication', badge(doc.mode)),
       cell('Token', token),
       cell('Expires', expires),
     );

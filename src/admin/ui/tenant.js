@@ -1,5 +1,6 @@
-// The tenant screen: "Require authentication", "Expires in", generate / regenerate /
-// revoke behind confirmations, and the new token shown once.
+// The tenant screen: "Require authentication" (Off / Report only / On), "Expires in",
+// when the old token stops working, generate / regenerate / revoke behind
+// confirmations, each token's last use, and the new token shown once.
 
 import { call } from './api.js';
 import { duration, showExpiry, when } from './format.js';
@@ -12,6 +13,34 @@ const PRESETS = [
   [30 * 86400, '30 days'],
   [90 * 86400, '90 days'],
 ];
+
+const OVERLAPS = [
+  [0, 'at once'],
+  [300, 'in 5 minutes'],
+  [3600, 'in 1 hour'],
+];
+
+const MODE_SAVED = {
+  on: (t) => `Saved: authentication is now required. Bulk updates for ${t} need a valid token.`,
+  report: (t) => `Saved: report only. Bulk updates for ${t} all pass; those that would be refused are counted and logged.`,
+  off: (t) => `Saved: authentication is now off. Bulk updates for ${t} pass without a token.`,
+};
+
+// Every regeneration starts from "at once", the safe default that keeps the seed's rule.
+function fillOverlap() {
+  const select = $('overlap');
+  const max = session.me.max_overlap_seconds ?? 0;
+  select.replaceChildren();
+  for (const [seconds, label] of OVERLAPS) {
+    if (seconds <= max) select.append(new Option(label, String(seconds)));
+  }
+  select.value = '0';
+  $('max-overlap').textContent = duration(max);
+}
+
+function lastUse(iso) {
+  return iso ? when(iso) : 'Not since this gateway started';
+}
 
 // Every tenant screen starts from the gateway's default lifetime.
 function fillExpiresIn() {
@@ -39,6 +68,7 @@ export async function showTenant(name) {
   $('tenant-route').textContent = `POST /m2/${name}/profile/batchUpdate`;
   clearMessages('tenant-error', 'require-status', 'require-error', 'token-status', 'token-error');
   fillExpiresIn();
+  fillOverlap();
   setControls();
   $('tenant-title').focus();
   if (!TENANT_NAME.test(name)) {
@@ -64,7 +94,7 @@ async function loadTenant(screen) {
 
 function showDocument(doc) {
   view.doc = doc;
-  $('require').value = doc.require_authentication ? 'on' : 'off';
+  $('require').value = doc.mode;
   const token = doc.token;
   $('token-none').hidden = Boolean(token);
   $('token-facts').hidden = !token;
@@ -76,12 +106,23 @@ function showDocument(doc) {
     $('token-fingerprint').textContent = token.fingerprint;
     $('token-created').textContent = when(token.created_at);
     showExpiry($('token-expires'), token.expires_at);
+    $('token-last-used').textContent = lastUse(token.last_used_at);
   } else {
     delete $('token-expires').dataset.expires;
   }
+  const previous = doc.previous_token;
+  $('previous-facts').hidden = !previous;
+  if (previous) {
+    $('previous-id').textContent = previous.id;
+    showExpiry($('previous-until'), previous.valid_until);
+    $('previous-last-used').textContent = lastUse(previous.last_used_at);
+  } else {
+    delete $('previous-until').dataset.expires;
+  }
+  $('overlap-choice').hidden = !token;
   $('generate').textContent = token ? 'Regenerate token' : 'Generate token';
   $('revoke').hidden = !token;
-  $('new-token-warning').hidden = doc.require_authentication;
+  $('new-token-warning').hidden = doc.mode !== 'off';
   setControls();
 }
 
@@ -89,7 +130,7 @@ function showDocument(doc) {
 // clickable while a change is on its way or before the tenant is loaded.
 function setControls() {
   const disabled = session.readOnly || view.busy || !view.doc;
-  for (const id of ['require', 'expires-in', 'custom-amount', 'custom-unit', 'generate', 'revoke']) {
+  for (const id of ['require', 'expires-in', 'custom-amount', 'custom-unit', 'overlap', 'generate', 'revoke']) {
     const control = $(id);
     control.disabled = disabled;
     const described = (control.getAttribute('aria-describedby') || '')
@@ -114,22 +155,17 @@ async function busy(action) {
 
 async function changeRequire() {
   const screen = view.screen;
-  const wanted = $('require').value === 'on';
+  const wanted = $('require').value;
   clearMessages('require-status', 'require-error');
   await busy(async () => {
     try {
-      const doc = await call('PUT', tenantPath('/settings'), { require_authentication: wanted });
+      const doc = await call('PUT', tenantPath('/settings'), { mode: wanted });
       if (screen !== view.screen) return;
       showDocument(doc);
-      say(
-        'require-status',
-        doc.require_authentication
-          ? `Saved: authentication is now required. Bulk updates for ${doc.tenant} need the current token.`
-          : `Saved: authentication is now off. Bulk updates for ${doc.tenant} pass without a token.`,
-      );
+      say('require-status', MODE_SAVED[doc.mode](doc.tenant));
     } catch (error) {
       if (screen !== view.screen) return;
-      if (view.doc) $('require').value = view.doc.require_authentication ? 'on' : 'off';
+      if (view.doc) $('require').value = view.doc.mode;
       handleFailure(error, 'require-error');
     }
   });
@@ -182,10 +218,14 @@ async function generate() {
   clearMessages('token-status', 'token-error', 'copy-status');
   const expiresIn = chosenExpiry();
   if (expiresIn === null) return;
+  const overlap = before && before.token ? Number($('overlap').value) : 0;
   if (before && before.token) {
+    const consequence = overlap
+      ? `Calls using the current token keep working for ${duration(overlap)}, then fail.`
+      : CONSEQUENCE;
     const ok = await confirmAction(
       `Regenerate the token for ${view.tenant}?`,
-      `${CONSEQUENCE} Every script that sends it must be updated with the new token, which is shown only once.`,
+      `${consequence} Every script that sends it must be updated with the new token, which is shown only once.`,
       'Regenerate token',
     );
     if (!ok || screen !== view.screen) {
@@ -196,15 +236,19 @@ async function generate() {
   forgetNewToken();
   await busy(async () => {
     try {
-      const answer = await call('POST', tenantPath('/token'), { expires_in: expiresIn });
+      const body = { expires_in: expiresIn };
+      if (overlap) body.previous_valid_for = overlap;
+      const answer = await call('POST', tenantPath('/token'), body);
       if (screen !== view.screen) return;
       showNewToken(answer);
-      say(
-        'token-status',
-        before && before.token
-          ? 'New token generated. The previous token no longer works.'
-          : 'Token generated.',
-      );
+      let said = 'Token generated.';
+      if (answer.previous_valid_until) {
+        said = `New token generated. The previous token keeps working until ${when(answer.previous_valid_until)}.`;
+      } else if (before && before.token) {
+        said = 'New token generated. The previous token no longer works.';
+      }
+      say('token-status', said);
+      $('overlap').value = '0';
       const doc = await call('GET', tenantPath());
       if (screen === view.screen) showDocument(doc);
     } catch (error) {
@@ -219,7 +263,7 @@ async function revoke() {
   clearMessages('token-status', 'token-error', 'copy-status');
   const ok = await confirmAction(
     `Revoke the token for ${view.tenant}?`,
-    `${CONSEQUENCE} No token is valid until you generate a new one, so while authentication is required every bulk update is refused.`,
+    `${CONSEQUENCE} So will those using the previous token, if one is still valid. No token is valid until you generate a new one, so while authentication is required every bulk update is refused.`,
     'Revoke token',
   );
   if (!ok || screen !== view.screen) {

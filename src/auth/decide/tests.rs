@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::ProtectedRoute;
-use crate::state::{Command, State, TokenRecord};
+use crate::state::{Command, Mode, State, TokenRecord};
 use http::{Method, Request};
 
 const NOW: u64 = 1_000_000;
@@ -21,9 +21,9 @@ fn routes(case_insensitive: bool) -> RouteTable {
 
 fn snapshot(token: &str, expires_at_ms: u64) -> Snapshot {
     let state = State::default()
-        .apply(&Command::SetRequireAuthentication {
+        .apply(&Command::SetMode {
             tenant: "acme".into(),
-            require: true,
+            mode: Mode::On,
         })
         .apply(&Command::SetToken {
             tenant: "acme".into(),
@@ -32,6 +32,7 @@ fn snapshot(token: &str, expires_at_ms: u64) -> Snapshot {
                 created_at_ms: 0,
                 expires_at_ms,
             },
+            previous_valid_until_ms: None,
         })
         .apply(&Command::SetToken {
             tenant: "open".into(),
@@ -40,6 +41,7 @@ fn snapshot(token: &str, expires_at_ms: u64) -> Snapshot {
                 created_at_ms: 0,
                 expires_at_ms,
             },
+            previous_valid_until_ms: None,
         });
     Snapshot::new(state)
 }
@@ -290,4 +292,87 @@ fn tenants_must_be_valid_names_and_agree_with_the_query() {
     ] {
         assert_eq!(decided(&r, "POST", path, &[]), missing, "{path}");
     }
+}
+
+/// `acme` in `mode`, its current token `new` and, until `until`, its previous one `old`.
+fn rotated(mode: Mode, until: u64) -> Snapshot {
+    let record = |secret: &str, created_at_ms| TokenRecord {
+        digest: Digest::of(secret),
+        created_at_ms,
+        expires_at_ms: NOW + 10_000,
+    };
+    let rotate = |state: &State, secret, created, until| {
+        state.apply(&Command::SetToken {
+            tenant: "acme".into(),
+            token: record(secret, created),
+            previous_valid_until_ms: until,
+        })
+    };
+    let state = State::default().apply(&Command::SetMode {
+        tenant: "acme".into(),
+        mode,
+    });
+    let state = rotate(&state, "old", 0, None);
+    Snapshot::new(rotate(&state, "new", 1, Some(until)))
+}
+
+#[test]
+fn report_mode_forwards_what_on_refuses_and_says_why() {
+    let on = rotated(Mode::On, NOW + 1);
+    let report = rotated(Mode::Report, NOW + 1);
+    for (auth, why) in [
+        (&[][..], Rejection::Missing),
+        (&["Bearer "][..], Rejection::Malformed),
+        (&["Bearer wrong"][..], Rejection::Invalid),
+    ] {
+        assert_eq!(
+            outcome(&on, Method::POST, BATCH, auth),
+            Outcome::Rejected(why)
+        );
+        let h = head(Method::POST, BATCH, auth);
+        let d = decide(&routes(false), &report, &h, NOW);
+        assert_eq!(d.outcome, Outcome::Reported(why));
+        assert_eq!(d.mode, Mode::Report);
+        assert_eq!(
+            d.outcome.reason(),
+            Outcome::Rejected(why).reason(),
+            "counted alike"
+        );
+        assert!(d.used.is_none(), "a refusal is no use");
+    }
+    assert_eq!(
+        Outcome::Reported(Rejection::Expired).label(),
+        Some("would_refuse:expired")
+    );
+    let h = head(Method::POST, BATCH, &["Bearer new"]);
+    let d = decide(&routes(false), &report, &h, NOW);
+    assert_eq!((d.outcome, d.previous), (Outcome::Allowed, false));
+    assert!(d.used.is_some() && d.token.is_some());
+    let off = rotated(Mode::Off, NOW + 1);
+    assert_eq!(
+        outcome(&off, Method::POST, BATCH, &["Bearer "]),
+        Outcome::NotRequired
+    );
+}
+
+#[test]
+fn the_previous_token_passes_until_its_deadline_and_not_from_it() {
+    let snap = rotated(Mode::On, NOW + 500);
+    let h = head(Method::POST, BATCH, &["Bearer old"]);
+    let routes = routes(false);
+    let at = |now| decide(&routes, &snap, &h, now);
+    let before = at(NOW + 499);
+    assert_eq!((before.outcome, before.previous), (Outcome::Allowed, true));
+    assert!(before.used.is_some());
+    let from = at(NOW + 500);
+    assert_eq!(from.outcome, Outcome::Rejected(Rejection::Invalid));
+    assert!(!from.previous && from.used.is_none());
+    assert!(
+        from.token.is_some(),
+        "the log still names the token presented"
+    );
+    assert_eq!(
+        outcome(&snap, Method::POST, BATCH, &["Bearer new"]),
+        Outcome::Allowed
+    );
 }

@@ -3,8 +3,9 @@
 //!
 //! Keys (all under one hash tag, so Redis Cluster keeps them in one slot):
 //! `{p}:epoch` (random, set by `authgate cluster init`), `{p}:rev` (deployment revision),
-//! `{p}:tenants` (set), `{p}:t:<tenant>` (hash: require, sha256, created_ms, expires_ms,
-//! revision), `{p}:log` (stream, entry id `<rev>-0`, trimmed to about 1000),
+//! `{p}:tenants` (set), `{p}:t:<tenant>` (hash: require, mode, sha256, created_ms,
+//! expires_ms, prev_sha256, prev_created_ms, prev_expires_ms, prev_until_ms, revision;
+//! `require` is kept, 1 exactly in mode `on`, for readers older than `mode`), `{p}:log` (stream, entry id `<rev>-0`, trimmed to about 1000),
 //! `{p}:leases` (zset replica → deadline in ms of Redis `TIME`), `{p}:acks` (hash
 //! replica → applied revision); channels `{p}:changes` and `{p}:acked`.
 //!

@@ -40,22 +40,21 @@ impl Scripts {
         cmd: &Command,
         if_match: Option<u64>,
     ) -> ScriptInvocation<'_> {
-        let (op, require, digest, created, expires) = match cmd {
-            Command::SetRequireAuthentication { require, .. } => (
-                "require",
-                if *require { "1" } else { "0" },
-                String::new(),
-                0,
-                0,
-            ),
-            Command::SetToken { token, .. } => (
+        let (op, mode, digest, created, expires, previous_until) = match cmd {
+            Command::SetMode { mode, .. } => ("mode", mode.as_str(), String::new(), 0, 0, None),
+            Command::SetToken {
+                token,
+                previous_valid_until_ms,
+                ..
+            } => (
                 "token",
                 "",
                 token.digest.to_hex(),
                 token.created_at_ms,
                 token.expires_at_ms,
+                *previous_valid_until_ms,
             ),
-            Command::RevokeToken { .. } => ("revoke", "", String::new(), 0, 0),
+            Command::RevokeToken { .. } => ("revoke", "", String::new(), 0, 0, None),
         };
         let mut invocation = self.change.prepare_invoke();
         invocation
@@ -68,10 +67,11 @@ impl Scripts {
             .arg(cmd.tenant())
             .arg(if_match.map(|r| r.to_string()).unwrap_or_default())
             .arg(op)
-            .arg(require)
+            .arg(mode)
             .arg(digest)
             .arg(created)
             .arg(expires)
+            .arg(previous_until.map(|ms| ms.to_string()).unwrap_or_default())
             .arg(&keys.changes);
         invocation
     }
@@ -207,13 +207,9 @@ impl Snapshot {
         };
         while !f.is_done() {
             let name = f.text()?;
-            let require = f.text()?;
-            let sha256 = f.text()?;
-            let created_ms = f.text()?;
-            let expires_ms = f.text()?;
+            let fields = f.tenant_fields()?;
             let revision = f.int()?;
-            let tenant =
-                super::wire::tenant(&require, &sha256, &created_ms, &expires_ms, revision)?;
+            let tenant = super::wire::tenant(&fields, revision)?;
             state.tenants.insert(name, tenant);
         }
         Ok(Some(Snapshot { epoch, state }))

@@ -4,7 +4,7 @@
 use ::redis::Value;
 
 use crate::auth::token::Digest;
-use crate::state::{StoreError, TenantState, TokenRecord};
+use crate::state::{Mode, PreviousToken, StoreError, TenantState, TokenRecord};
 
 fn bad(what: &str) -> StoreError {
     StoreError::Unavailable(format!("unexpected reply from Redis: {what}"))
@@ -45,13 +45,20 @@ impl Fields {
         pairs(self.take())
     }
 
-    /// A tenant's stored fields `require, sha256, created_ms, expires_ms`, as of `revision`.
+    /// A tenant's stored fields ([`TENANT_FIELDS`] of them), as of `revision`.
     pub fn tenant(&mut self, revision: u64) -> Result<TenantState, StoreError> {
-        let require = self.text()?;
-        let sha256 = self.text()?;
-        let created_ms = self.text()?;
-        let expires_ms = self.text()?;
-        tenant(&require, &sha256, &created_ms, &expires_ms, revision)
+        let fields = self.tenant_fields()?;
+        tenant(&fields, revision)
+    }
+
+    /// A tenant's stored fields, undecoded: `mode, sha256, created_ms, expires_ms,
+    /// prev_sha256, prev_created_ms, prev_expires_ms, prev_until_ms`.
+    pub fn tenant_fields(&mut self) -> Result<[String; TENANT_FIELDS], StoreError> {
+        let mut fields: [String; TENANT_FIELDS] = Default::default();
+        for field in &mut fields {
+            *field = self.text()?;
+        }
+        Ok(fields)
     }
 
     /// Whether every field has been read.
@@ -124,28 +131,39 @@ pub fn pairs(value: Option<&Value>) -> Result<Vec<(String, u64)>, StoreError> {
         .collect()
 }
 
-/// A tenant from its stored fields; an empty `sha256` means no token.
-pub fn tenant(
-    require: &str,
-    sha256: &str,
-    created_ms: &str,
-    expires_ms: &str,
-    revision: u64,
-) -> Result<TenantState, StoreError> {
-    let token = if sha256.is_empty() {
-        None
-    } else {
+/// How many fields a tenant takes in a script's reply.
+pub const TENANT_FIELDS: usize = 8;
+
+/// A tenant from its stored fields (see [`Fields::tenant_fields`]); an empty `sha256`
+/// means no token, an empty `prev_sha256` no previous token.
+pub fn tenant(fields: &[String; TENANT_FIELDS], revision: u64) -> Result<TenantState, StoreError> {
+    let [mode, sha256, created_ms, expires_ms, prev_sha256, prev_created_ms, prev_expires_ms, prev_until_ms] =
+        fields;
+    let mode = Mode::parse(mode).ok_or_else(|| bad(&format!("mode {mode:?}")))?;
+    let ms = |s: &str| s.parse::<u64>().map_err(|_| bad("token time"));
+    let record = |sha256: &str, created_ms: &str, expires_ms: &str| {
+        if sha256.is_empty() {
+            return Ok(None);
+        }
         let digest = Digest::from_hex(sha256).ok_or_else(|| bad("token digest"))?;
-        let ms = |s: &str| s.parse::<u64>().map_err(|_| bad("token time"));
-        Some(TokenRecord {
+        Ok(Some(TokenRecord {
             digest,
             created_at_ms: ms(created_ms)?,
             expires_at_ms: ms(expires_ms)?,
-        })
+        }))
+    };
+    let token = record(sha256, created_ms, expires_ms)?;
+    let previous = match record(prev_sha256, prev_created_ms, prev_expires_ms)? {
+        None => None,
+        Some(token) => Some(PreviousToken {
+            token,
+            valid_until_ms: ms(prev_until_ms)?,
+        }),
     };
     Ok(TenantState {
-        require_authentication: require == "1",
+        mode,
         token,
+        previous,
         revision,
     })
 }
@@ -154,17 +172,39 @@ pub fn tenant(
 mod tests {
     use super::*;
 
+    fn fields(items: [&str; TENANT_FIELDS]) -> [String; TENANT_FIELDS] {
+        items.map(String::from)
+    }
+
     #[test]
-    fn tenants_decode_with_and_without_a_token() {
-        let t = tenant("1", &"ab".repeat(32), "10", "20", 7).unwrap();
-        assert!(t.require_authentication);
+    fn tenants_decode_with_and_without_tokens() {
+        let ab = "ab".repeat(32);
+        let t = tenant(&fields(["on", &ab, "10", "20", "", "", "", ""]), 7).unwrap();
+        assert_eq!(t.mode, Mode::On);
         assert_eq!(t.token.unwrap().expires_at_ms, 20);
-        assert_eq!(t.revision, 7);
-        let t = tenant("0", "", "", "", 3).unwrap();
+        assert_eq!((t.previous, t.revision), (None, 7));
+        let t = tenant(&fields(["off", "", "", "", "", "", "", ""]), 3).unwrap();
         assert_eq!(t.token, None);
+        let cd = "cd".repeat(32);
+        let t = tenant(
+            &fields(["report", &ab, "10", "20", &cd, "1", "30", "15"]),
+            4,
+        )
+        .unwrap();
+        assert_eq!(t.mode, Mode::Report);
+        let previous = t.previous.unwrap();
+        assert_eq!(
+            (previous.token.expires_at_ms, previous.valid_until_ms),
+            (30, 15)
+        );
+        let bad_digest = fields(["on", "zz", "1", "2", "", "", "", ""]);
+        assert!(tenant(&bad_digest, 1).is_err(), "bad digest refused");
+        let bad_mode = fields(["1", "", "", "", "", "", "", ""]);
+        assert!(tenant(&bad_mode, 1).is_err(), "unknown mode refused");
+        let no_deadline = fields(["on", &ab, "10", "20", &cd, "1", "30", ""]);
         assert!(
-            tenant("1", "zz", "1", "2", 1).is_err(),
-            "bad digest refused"
+            tenant(&no_deadline, 1).is_err(),
+            "a previous token needs its deadline"
         );
     }
 

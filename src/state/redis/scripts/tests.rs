@@ -23,10 +23,14 @@ fn a_change_decodes_its_three_outcomes() {
         Value::Int(1_000),
         s("e1"),
         array(vec![s("a"), s("5000"), s("b"), s("6000")]),
-        s("1"),
+        s("on"),
         s(&digest()),
         s("10"),
         s("20"),
+        s(&"cd".repeat(32)),
+        s("5"),
+        s("30"),
+        s("15"),
     ]);
     let ChangeReply::Applied(change) = ChangeReply::decode(ok).unwrap() else {
         panic!("not applied")
@@ -37,9 +41,14 @@ fn a_change_decodes_its_three_outcomes() {
         change.leases,
         vec![("a".into(), 5_000), ("b".into(), 6_000)]
     );
-    assert!(change.tenant.require_authentication);
+    assert!(change.tenant.require_authentication());
     assert_eq!(change.tenant.revision, 7, "stamped with the new revision");
     assert_eq!(change.tenant.token.unwrap().expires_at_ms, 20);
+    let previous = change.tenant.previous.unwrap();
+    assert_eq!(
+        (previous.token.created_at_ms, previous.valid_until_ms),
+        (5, 15)
+    );
     assert_eq!(
         ChangeReply::decode(array(vec![s("noepoch")])).unwrap(),
         ChangeReply::NoEpoch
@@ -72,13 +81,21 @@ fn a_snapshot_holds_every_tenant() {
         s("e1"),
         Value::Int(9),
         s("acme"),
-        s("1"),
+        s("on"),
         s(&digest()),
         s("10"),
         s("20"),
+        s(""),
+        s(""),
+        s(""),
+        s(""),
         s("9"),
         s("open"),
-        s("0"),
+        s("report"),
+        s(""),
+        s(""),
+        s(""),
+        s(""),
         s(""),
         s(""),
         s(""),
@@ -96,10 +113,10 @@ fn a_snapshot_holds_every_tenant() {
         })
     );
     let open = snapshot.state.tenant("open");
-    assert!(!open.require_authentication);
+    assert_eq!(open.mode, crate::state::Mode::Report);
     assert_eq!((open.token, open.revision), (None, 4));
     assert_eq!(Snapshot::decode(array(vec![s("noepoch")])).unwrap(), None);
-    let torn = array(vec![s("ok"), s("e1"), Value::Int(9), s("acme"), s("1")]);
+    let torn = array(vec![s("ok"), s("e1"), Value::Int(9), s("acme"), s("on")]);
     assert!(Snapshot::decode(torn).is_err(), "a partial tenant");
 }
 
@@ -111,13 +128,21 @@ fn log_entries_carry_their_revision_from_the_stream_id() {
         Value::Int(12),
         s("11-0"),
         s("acme"),
-        s("1"),
+        s("on"),
+        s(""),
+        s(""),
+        s(""),
+        s(""),
         s(""),
         s(""),
         s(""),
         s("12-3"),
         s("beta"),
-        s("0"),
+        s("off"),
+        s(""),
+        s(""),
+        s(""),
+        s(""),
         s(""),
         s(""),
         s(""),
@@ -128,7 +153,7 @@ fn log_entries_carry_their_revision_from_the_stream_id() {
     assert_eq!(log.entries[0].revision, 11);
     assert_eq!(log.entries[0].tenant, "acme");
     assert_eq!(log.entries[0].state.revision, 11);
-    assert!(log.entries[0].state.require_authentication);
+    assert!(log.entries[0].state.require_authentication());
     assert_eq!(log.entries[1].revision, 0, "an id of another form is a gap");
     assert_eq!(Log::decode(array(vec![s("noepoch")])).unwrap(), None);
 }
