@@ -36,5 +36,12 @@ WORKDIR /var/lib/authgate
 # 8080: proxy listener. 9090: admin listener (/healthz, /readyz, /metrics, admin API):
 # publish it only on a trusted interface.
 EXPOSE 8080 9090
+# The image has no curl: `authgate probe` GETs the status listener (`listen.status`, plain
+# HTTP, no admin key or client certificate) and exits 0 on a 2xx. It expects
+# `listen.status: "127.0.0.1:9091"` in the mounted config (deploy/compose-config.yaml has
+# it); a config without it makes the container report unhealthy (override with
+# `--health-cmd` or `--no-healthcheck`).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["authgate", "probe", "--timeout", "3s", "http://127.0.0.1:9091/readyz"]
 ENTRYPOINT ["authgate"]
 CMD ["serve", "-c", "/etc/authgate/config.yaml"]

@@ -53,6 +53,7 @@ pub async fn run(
     let listeners = Listeners {
         proxy: bind_or_any(addrs.proxy).await?,
         admin: bind_or_any(addrs.admin).await?,
+        status: None,
     };
     let admin_key = crate::auth::token::generate(crate::auth::token::ADMIN_KEY_PREFIX)
         .map_err(|e| io::Error::other(format!("the OS random source failed: {e}")))?;

@@ -8,6 +8,7 @@
 //! [`time`].
 //!
 //! - [`config`]: YAML → validated [`Config`], every problem reported at once.
+//! - [`live`]: the running config as one swappable value, and its reload.
 //! - [`server`]: accept loop, connection limits, the per-connection clocks, drain.
 //! - [`proxy`]: the proxy listener's handler, read top-down: handle → admit (framing,
 //!   the decision, the fence, the body limit) → forward; its header rules.
@@ -24,6 +25,7 @@
 //! - [`time`]: the wall clock and RFC 3339.
 //! - [`sample_backend`]: an in-memory stand-in for the legacy profile service.
 //! - [`demo`]: `authgate demo`, the gateway and the sample backend together.
+//! - [`probe`]: `authgate probe URL`, a plain-HTTP health check for containers.
 //!
 //! [`run`] takes already-bound [`Listeners`] and a shutdown future, so tests bind port 0
 //! and read the addresses before starting it.
@@ -35,7 +37,9 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod live;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod routes;
 pub mod sample_backend;
@@ -48,6 +52,7 @@ pub mod upstream;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +92,8 @@ pub fn open_store(config: &Config) -> Result<Box<dyn StateStore>, StoreError> {
 pub struct Listeners {
     pub proxy: TcpListener,
     pub admin: TcpListener,
+    /// `listen.status`, when configured.
+    pub status: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -100,6 +107,10 @@ impl Listeners {
         Ok(Listeners {
             proxy: bind(config.listen.proxy).await?,
             admin: bind(config.listen.admin).await?,
+            status: match config.listen.status {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
         })
     }
 
@@ -109,6 +120,13 @@ impl Listeners {
 
     pub fn admin_addr(&self) -> io::Result<SocketAddr> {
         self.admin.local_addr()
+    }
+
+    pub fn status_addr(&self) -> io::Result<Option<SocketAddr>> {
+        self.status
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
     }
 }
 
@@ -120,21 +138,44 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    run_with_reload(config, listeners, shutdown, tls::ReloadTrigger::default()).await
+    run_with(config, listeners, shutdown, RunOptions::default()).await
 }
 
-/// [`run`], re-reading the TLS listeners' certificates each time `reload` fires
-/// (`main.rs` fires it on SIGHUP).
-pub async fn run_with_reload(
+/// What the binary adds to [`run`]: the file reloads re-read, the trigger that starts
+/// one (SIGHUP), and how a reload changes the log level.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The config file (`serve -c`); `None`: reloads re-read only the TLS files.
+    pub config_path: Option<PathBuf>,
+    /// Fired on SIGHUP: reload (see [`live`]).
+    pub reload: tls::ReloadTrigger,
+    pub log_level: Option<live::LogLevelSetter>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`run`], reloading the config each time `options.reload` fires.
+pub async fn run_with(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-    reload: tls::ReloadTrigger,
+    options: RunOptions,
 ) -> Result<(), Error> {
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
     }
     let prometheus = metrics::install();
+    // File store: one writer per file, for as long as this process runs.
+    let _state_lock = match &config.state {
+        config::State::File { path } => Some(state::lock::acquire(path)?),
+        config::State::Redis(_) => None,
+    };
     let state = Arc::new(StateHandle::open(open_store(&config)?).await?);
     // Redis: the replica loop (sync, acknowledgements, lease); stopped after the drain.
     let sync_stop = CancellationToken::new();
@@ -142,45 +183,73 @@ pub async fn run_with_reload(
     let acceptors = Arc::new(tls::Acceptors::load(&config.tls)?);
     let proxy_metrics = metrics::ProxyMetrics::new();
     let readiness = Arc::new(Readiness::default());
-    let (proxy_opts, admin_opts) = serve_options(&config, &proxy_metrics, &acceptors);
     let access_log = access_log::AccessLogger::open(&config.access_log)?.map(Arc::new);
+    let https = config.tls.proxy.is_some();
+    let live = Arc::new(live::Reloader::new(
+        config,
+        options.config_path,
+        acceptors,
+        proxy_metrics.clone(),
+        options.log_level,
+    )?);
     let proxy = Arc::new(Proxy::new(
-        &config,
+        live.clone(),
+        https,
         state.clone(),
         proxy_metrics,
         access_log.clone(),
-    )?);
+    ));
     let admin = Arc::new(Admin::new(
-        &config,
+        live.clone(),
         state,
         readiness.clone(),
         prometheus.clone(),
-        acceptors.clone(),
     ));
 
     let proxy_life = lifecycle();
     let admin_life = lifecycle();
+    let current = |pick: fn(&live::Live) -> Arc<ServeOptions>| {
+        let live = live.clone();
+        move || pick(&live.current())
+    };
     proxy_life.tracker.spawn(server::serve(
         listeners.proxy,
         proxy,
-        proxy_opts,
+        current(|l| l.proxy_serve.clone()),
         proxy_life.clone(),
     ));
+    if let Some(status) = listeners.status {
+        // Plain HTTP whatever `tls.admin` says: probes present no client certificate.
+        let status_options = current(|l| {
+            Arc::new(ServeOptions {
+                tls: None,
+                ..(*l.admin_serve).clone()
+            })
+        });
+        let probes = Arc::new(admin::Probes(admin.clone()));
+        admin_life.tracker.spawn(server::serve(
+            status,
+            probes,
+            status_options,
+            admin_life.clone(),
+        ));
+    }
     admin_life.tracker.spawn(server::serve(
         listeners.admin,
         admin,
-        admin_opts,
+        current(|l| l.admin_serve.clone()),
         admin_life.clone(),
     ));
     let upkeep = tokio::spawn(upkeep(prometheus, access_log.clone()));
     let log_upkeep = access_log.map(|log| tokio::spawn(log.maintain()));
-    let reloader = tokio::spawn(reload_tls_on(reload, acceptors.clone()));
+    let reloader = tokio::spawn(reload_on(options.reload, live.clone()));
     tracing::info!("gateway running");
 
     shutdown.await;
-    tracing::info!(timeout = ?config.shutdown_timeout, "draining");
+    let shutdown_timeout = live.current().config.shutdown_timeout;
+    tracing::info!(timeout = ?shutdown_timeout, "draining");
     readiness.start_draining();
-    drain(&proxy_life, config.shutdown_timeout).await;
+    drain(&proxy_life, shutdown_timeout).await;
     drain(&admin_life, Duration::from_secs(1)).await;
     upkeep.abort();
     sync_stop.cancel();
@@ -193,45 +262,6 @@ pub async fn run_with_reload(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The proxy listener's connection limits, metrics and PROXY protocol, and the admin
-/// listener's (the same clocks, fewer connections, no proxy metrics, no PROXY protocol).
-fn serve_options(
-    config: &Config,
-    metrics: &metrics::ProxyMetrics,
-    acceptors: &tls::Acceptors,
-) -> (ServeOptions, ServeOptions) {
-    let limits = &config.limits;
-    let proxy = ServeOptions {
-        header_read_timeout: limits.header_read_timeout,
-        idle_timeout: limits.idle_timeout,
-        send_timeout: limits.send_timeout,
-        max_header_bytes: limits.max_header_bytes,
-        max_connections: limits.max_connections,
-        open_connections: Some(metrics.open_connections.clone()),
-        in_flight: Some(metrics.in_flight.clone()),
-        closed_header_timeout: Some(metrics.closed_header_timeout.clone()),
-        closed_idle: Some(metrics.closed_idle.clone()),
-        closed_send_timeout: Some(metrics.closed_send_timeout.clone()),
-        tls: acceptors.proxy.clone(),
-        proxy_protocol: server::proxy_protocol::Settings::new(
-            config.listen.proxy_protocol,
-            Arc::new(config.trusted_proxies.clone()),
-        ),
-    };
-    let admin = ServeOptions {
-        max_connections: 256,
-        open_connections: None,
-        in_flight: None,
-        closed_header_timeout: None,
-        closed_idle: None,
-        closed_send_timeout: None,
-        tls: acceptors.admin.clone(),
-        proxy_protocol: server::proxy_protocol::Settings::default(),
-        ..proxy.clone()
-    };
-    (proxy, admin)
 }
 
 /// Keeps the Prometheus histograms' windows moving, and the access log's drop count.
@@ -249,11 +279,14 @@ async fn upkeep(
     }
 }
 
-/// Reloads the listeners' certificates whenever `reload` fires (SIGHUP).
-async fn reload_tls_on(reload: tls::ReloadTrigger, acceptors: Arc<tls::Acceptors>) {
+/// Reloads the config whenever `reload` fires (SIGHUP); triggers arriving during a
+/// reload fold into one more.
+async fn reload_on(reload: tls::ReloadTrigger, live: Arc<live::Reloader>) {
     loop {
         reload.triggered().await;
-        acceptors.reload("signal");
+        let live = live.clone();
+        // Problems are logged by the reload itself.
+        let _ = tokio::task::spawn_blocking(move || live.reload("SIGHUP")).await;
     }
 }
 

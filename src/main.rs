@@ -1,5 +1,5 @@
 //! The `authgate` command: parses the command line, starts logging, loads the config,
-//! runs, re-reads the TLS certificates on SIGHUP, and drains on SIGTERM/SIGINT.
+//! runs, reloads the config on SIGHUP, and drains on SIGTERM/SIGINT.
 //! Everything else lives in the library.
 
 use std::io::IsTerminal;
@@ -57,6 +57,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
     },
+    /// GET a URL (the status listener's /readyz) and exit 0 on a 2xx, 1 otherwise;
+    /// for container health checks, as the image has no curl.
+    Probe {
+        url: String,
+        /// Give up after this long (a human duration: 500ms, 3s).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Shared state in Redis (`state.backend: redis`).
     Cluster {
         #[command(subcommand)]
@@ -87,13 +95,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::AdminKey { name, role } => admin_key(&name, role),
+        Command::Probe { url, timeout } => return probe(&url, timeout),
         Command::Serve { config } => serve(&config),
         Command::Demo {
             proxy,
             admin,
             backend,
         } => {
-            init_logging(LogFormat::Human, "info");
+            let _ = init_logging(LogFormat::Human, "info");
             let addrs = demo::DemoAddrs {
                 proxy,
                 admin,
@@ -108,7 +117,7 @@ fn main() -> ExitCode {
             command: ClusterCommand::Init { config, force },
         } => cluster_init(&config, force),
         Command::SampleBackend { listen } => {
-            init_logging(LogFormat::Human, "info");
+            let _ = init_logging(LogFormat::Human, "info");
             runtime(0).and_then(|rt| {
                 rt.block_on(async {
                     let listener = tokio::net::TcpListener::bind(listen)
@@ -141,6 +150,28 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         Err(e @ (ConfigError::Read { .. } | ConfigError::Invalid { .. })) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
+    let outcome = runtime(1).map(|rt| rt.block_on(authgate::probe::probe(url, timeout)));
+    match outcome {
+        Ok(Ok(status)) => {
+            println!("{status}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Err(e)) => {
+            eprintln!("authgate: probe {url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -190,7 +221,7 @@ fn cluster_init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    init_logging(config.log.format, &config.log.level);
+    let log_level = init_logging(config.log.format, &config.log.level);
     let rt = runtime(config.runtime.worker_threads)?;
     rt.block_on(async {
         let reload = authgate::tls::ReloadTrigger::default();
@@ -199,10 +230,16 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         tracing::info!(
             proxy = %listeners.proxy_addr()?,
             admin = %listeners.admin_addr()?,
+            status = %listeners.status_addr()?.map_or("off".to_string(), |a| a.to_string()),
             upstream = %config.upstream.origin,
             "listening"
         );
-        authgate::run_with_reload(config, listeners, shutdown_signal(), reload).await?;
+        let options = authgate::RunOptions {
+            config_path: Some(path.to_path_buf()),
+            reload,
+            log_level: Some(log_level),
+        };
+        authgate::run_with(config, listeners, shutdown_signal(), options).await?;
         Ok(())
     })
 }
@@ -225,25 +262,43 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn init_logging(format: LogFormat, level: &str) {
+/// Starts logging; returns how a config reload changes the level (`RUST_LOG`, when
+/// set, wins over `log.level` at start and on reload).
+fn init_logging(format: LogFormat, level: &str) -> authgate::live::LogLevelSetter {
+    let from_env = std::env::var_os("RUST_LOG").is_some();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    macro_rules! setter {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level: &str| {
+                if from_env {
+                    return Ok(());
+                }
+                let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            })
+        }};
+    }
     match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => setter!(builder),
+        LogFormat::Json => setter!(builder.json()),
     }
 }
 
-/// Fires `reload` on every SIGHUP (whose default action would end the process).
+/// Fires `reload` (the config, TLS files included) on every SIGHUP, whose default
+/// action would end the process.
 fn reload_on_sighup(reload: authgate::tls::ReloadTrigger) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received; reloading the TLS certificates");
+            tracing::info!("SIGHUP received; reloading the config");
             reload.trigger();
         }
     });

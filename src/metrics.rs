@@ -62,6 +62,12 @@ pub const ACK_WAIT: &str = "authgate_ack_wait_seconds";
 /// by `listener` (`proxy`, `admin`); refreshed on (re)load and at every scrape.
 pub const TLS_CERT_EXPIRY: &str = "authgate_tls_certificate_expiry_seconds";
 
+/// Config reloads (SIGHUP, `POST /admin/v1/reload`), by `result` (`ok`, `refused`).
+pub const CONFIG_RELOADS: &str = "authgate_config_reloads_total";
+/// The config revision this process serves: 1 at start, +1 per applied reload (the
+/// file's SHA-256 is in `/admin/v1/whoami`).
+pub const CONFIG_REVISION: &str = "authgate_config_revision";
+
 /// Access-log lines dropped because the writer's queue was full (refreshed every few
 /// seconds).
 pub const ACCESS_LOG_DROPPED: &str = "authgate_access_log_dropped_total";
@@ -106,6 +112,15 @@ impl TenantCounters {
             previous_accepted: counter!(PREVIOUS_TOKEN_ACCEPTED, "tenant" => tenant.to_string()),
         }
     }
+}
+
+pub fn config_reload(applied: bool) {
+    let result = if applied { "ok" } else { "refused" };
+    counter!(CONFIG_RELOADS, "result" => result).increment(1);
+}
+
+pub fn config_revision(revision: u64) {
+    gauge!(CONFIG_REVISION).set(revision as f64);
 }
 
 /// Sets the last-use gauges of every tenant's tokens (called when metrics are scraped):

@@ -190,9 +190,12 @@ async fn whoami_names_the_key_its_role_and_the_token_lifetimes() {
     let gw = gateway().await;
     let (status, me) = call(&gw, "GET", "/admin/v1/whoami", Some(&keys().approver), None).await;
     assert_eq!(status, StatusCode::OK);
+    let config = me["config"].clone();
+    assert_eq!(config["revision"], 1, "{me}");
+    assert_eq!(config["sha256"].as_str().map(str::len), Some(64), "{me}");
     assert_eq!(
         me,
-        json!({"name": "ops", "role": "approver", "max_ttl_seconds": 7200, "default_ttl_seconds": 3600, "max_overlap_seconds": 3600})
+        json!({"name": "ops", "role": "approver", "max_ttl_seconds": 7200, "default_ttl_seconds": 3600, "max_overlap_seconds": 3600, "config": config})
     );
     let (status, me) = call(&gw, "GET", "/admin/v1/whoami", Some(&keys().viewer), None).await;
     assert_eq!(status, StatusCode::OK);

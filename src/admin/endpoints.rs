@@ -5,10 +5,11 @@
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 
-use super::{api, reload, Admin, RequestBody};
+use super::{api, authorize_key, reload, Admin, RequestBody};
 use crate::body::Body;
 use crate::config::Role;
 use crate::error::{json_response, GatewayError};
+use crate::live::Live;
 use crate::state::Command;
 
 type Answer = Result<Response<Body>, GatewayError>;
@@ -47,7 +48,9 @@ impl Admin {
             ]
         });
         crate::metrics::token_last_used(uses);
-        self.tls.record_expiry(std::time::SystemTime::now());
+        self.live
+            .acceptors()
+            .record_expiry(std::time::SystemTime::now());
         let mut response = Response::new(Body::full(self.metrics.render()));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -57,8 +60,8 @@ impl Admin {
     }
 
     /// `GET /admin/v1/tenants` (viewer).
-    pub(super) fn tenants(&self, headers: &HeaderMap) -> Answer {
-        self.authorize(headers, Role::Viewer)?;
+    pub(super) fn tenants(&self, live: &Live, headers: &HeaderMap) -> Answer {
+        self.authorize(live, headers, Role::Viewer)?;
         let last_used = |d: &_| self.state.last_used(d);
         Ok(ok_json(&api::list(
             &self.state.snapshot().state,
@@ -67,8 +70,8 @@ impl Admin {
     }
 
     /// `GET /admin/v1/tenants/{tenant}` (viewer).
-    pub(super) fn tenant(&self, headers: &HeaderMap, tenant: &str) -> Answer {
-        self.authorize(headers, Role::Viewer)?;
+    pub(super) fn tenant(&self, live: &Live, headers: &HeaderMap, tenant: &str) -> Answer {
+        self.authorize(live, headers, Role::Viewer)?;
         let tenant = api::tenant_name(tenant)?;
         let state = self.state.snapshot().state.tenant(&tenant);
         let doc = api::document(&tenant, &state, &|d| self.state.last_used(d));
@@ -76,8 +79,13 @@ impl Admin {
     }
 
     /// `PUT /admin/v1/tenants/{tenant}/settings` (approver).
-    pub(super) async fn settings<B: RequestBody>(&self, req: Request<B>, tenant: &str) -> Answer {
-        let actor = self.authorize(req.headers(), Role::Approver)?;
+    pub(super) async fn settings<B: RequestBody>(
+        &self,
+        live: &Live,
+        req: Request<B>,
+        tenant: &str,
+    ) -> Answer {
+        let actor = self.authorize(live, req.headers(), Role::Approver)?;
         let tenant = api::tenant_name(tenant)?;
         let if_match = api::if_match(req.headers())?;
         let mode = api::parse_settings(req.into_body()).await?;
@@ -96,19 +104,25 @@ impl Admin {
     /// `POST /admin/v1/tenants/{tenant}/token` (approver): 201 with the new token.
     pub(super) async fn generate_token<B: RequestBody>(
         &self,
+        live: &Live,
         req: Request<B>,
         tenant: &str,
     ) -> Answer {
-        let actor = self.authorize(req.headers(), Role::Approver)?;
+        let actor = self.authorize(live, req.headers(), Role::Approver)?;
         let tenant = api::tenant_name(tenant)?;
         let if_match = api::if_match(req.headers())?;
-        let request = api::parse_token_request(req.into_body(), &self.tokens).await?;
+        let request = api::parse_token_request(req.into_body(), &live.config.tokens).await?;
         api::generate(&self.state, &actor, tenant, request, if_match).await
     }
 
     /// `DELETE /admin/v1/tenants/{tenant}/token` (approver): 204.
-    pub(super) async fn revoke_token(&self, headers: &HeaderMap, tenant: &str) -> Answer {
-        let actor = self.authorize(headers, Role::Approver)?;
+    pub(super) async fn revoke_token(
+        &self,
+        live: &Live,
+        headers: &HeaderMap,
+        tenant: &str,
+    ) -> Answer {
+        let actor = self.authorize(live, headers, Role::Approver)?;
         let tenant = api::tenant_name(tenant)?;
         let if_match = api::if_match(headers)?;
         let cmd = Command::RevokeToken { tenant };
@@ -118,15 +132,20 @@ impl Admin {
         Ok(response)
     }
 
-    /// `GET /admin/v1/whoami` (viewer).
-    pub(super) fn whoami(&self, headers: &HeaderMap) -> Answer {
-        let key = self.authorize_key(headers, Role::Viewer)?;
-        Ok(ok_json(&api::whoami(key, &self.tokens)))
+    /// `GET /admin/v1/whoami` (viewer), with the config this process serves.
+    pub(super) fn whoami(&self, live: &Live, headers: &HeaderMap) -> Answer {
+        let key = authorize_key(live, headers, Role::Viewer)?;
+        let mut doc = api::whoami(key, &live.config.tokens);
+        doc["config"] = serde_json::json!({
+            "revision": live.revision,
+            "sha256": live.config.sha256,
+        });
+        Ok(ok_json(&doc))
     }
 
     /// `GET /admin/v1/cluster` (viewer).
-    pub(super) async fn cluster(&self, headers: &HeaderMap) -> Answer {
-        self.authorize(headers, Role::Viewer)?;
+    pub(super) async fn cluster(&self, live: &Live, headers: &HeaderMap) -> Answer {
+        self.authorize(live, headers, Role::Viewer)?;
         let status = self.state.cluster().await.map_err(|e| {
             tracing::warn!(error = %e, "cluster status unavailable");
             GatewayError::StateUnavailable
@@ -135,16 +154,22 @@ impl Admin {
     }
 
     /// `GET /admin/v1/openapi.json` (viewer): the document built into the binary.
-    pub(super) fn openapi(&self, headers: &HeaderMap) -> Answer {
-        self.authorize(headers, Role::Viewer)?;
+    pub(super) fn openapi(&self, live: &Live, headers: &HeaderMap) -> Answer {
+        self.authorize(live, headers, Role::Viewer)?;
         let body = Bytes::from_static(super::openapi::DOCUMENT.as_bytes());
         Ok(json_response(StatusCode::OK, body))
     }
 
     /// `POST /admin/v1/reload-tls` (approver).
-    pub(super) fn reload_tls(&self, headers: &HeaderMap) -> Answer {
-        let actor = self.authorize(headers, Role::Approver)?;
-        reload::reload_tls(&self.tls, &actor)
+    pub(super) fn reload_tls(&self, live: &Live, headers: &HeaderMap) -> Answer {
+        let actor = self.authorize(live, headers, Role::Approver)?;
+        reload::reload_tls(self.live.acceptors(), &actor)
+    }
+
+    /// `POST /admin/v1/reload` (approver): the whole config file, as SIGHUP.
+    pub(super) async fn reload(&self, live: &Live, headers: &HeaderMap) -> Answer {
+        let actor = self.authorize(live, headers, Role::Approver)?;
+        reload::reload(self.live.clone(), actor).await
     }
 }
 

@@ -14,7 +14,9 @@
 //! - `GET /admin/v1/whoami` (viewer): the key's name and role, and the token lifetimes;
 //! - `GET /admin/v1/cluster` (viewer): the Redis epoch, revision and replicas' leases;
 //! - `GET /admin/v1/openapi.json` (viewer): the OpenAPI 3.1 document of all this ([`openapi`]);
-//! - `POST /admin/v1/reload-tls` (approver): re-read the TLS certificates ([`reload`]);
+//! - `POST /admin/v1/reload` (approver): re-read and apply the config file, as SIGHUP
+//!   does ([`reload`], [`crate::live`]);
+//! - `POST /admin/v1/reload-tls` (approver): re-read only the TLS certificates ([`reload`]);
 //! - `GET /admin/ui/…` (no key): the admin web page ([`ui`]); `/admin/` redirects there.
 //!
 //! Every response carries the browser security headers of [`ui::secure`].
@@ -44,8 +46,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::bearer::{self, Credentials};
 use crate::auth::token::Digest;
 use crate::body::Body;
-use crate::config::{AdminKey, Config, Role, Tokens};
+use crate::config::{AdminKey, Role};
 use crate::error::GatewayError;
+use crate::live::{Live, Reloader};
 use crate::server::{Handler, Peer};
 use crate::state::StateHandle;
 use routes::{Endpoint, Entry};
@@ -81,10 +84,31 @@ pub struct Admin {
     readiness: Arc<Readiness>,
     metrics: PrometheusHandle,
     state: Arc<StateHandle>,
-    keys: Vec<AdminKey>,
-    tokens: Tokens,
-    /// The TLS listeners `POST /admin/v1/reload-tls` reloads and `/metrics` reports on.
-    tls: Arc<crate::tls::Acceptors>,
+    /// The live config (admin keys, token lifetimes), loaded once per call; its
+    /// reloader answers `POST /admin/v1/reload`, and its TLS listeners
+    /// `POST /admin/v1/reload-tls` and the expiry gauges.
+    live: Arc<Reloader>,
+    /// Whether this listener answers `/healthz`, `/readyz`, `/metrics` (`listen.admin_probes`).
+    probes: bool,
+}
+
+/// Which listener a request came in on: the admin listener answers every route (the
+/// probes unless `listen.admin_probes` is false), the status listener only the probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Admin,
+    Status,
+}
+
+/// The status listener's handler (`listen.status`): `/healthz`, `/readyz` and
+/// `/metrics` of the admin router, in plain HTTP and without a key; 404 for the rest.
+#[derive(Debug)]
+pub struct Probes(pub Arc<Admin>);
+
+impl Handler for Probes {
+    async fn handle(&self, req: Request<Incoming>, _peer: &Peer) -> Response<Body> {
+        self.0.serve_on(req, Surface::Status).await
+    }
 }
 
 /// The route parameters a matched path carries (empty where the route has none).
@@ -96,26 +120,28 @@ struct Params {
 
 impl Admin {
     pub fn new(
-        config: &Config,
+        live: Arc<Reloader>,
         state: Arc<StateHandle>,
         readiness: Arc<Readiness>,
         metrics: PrometheusHandle,
-        tls: Arc<crate::tls::Acceptors>,
     ) -> Admin {
         Admin {
             router: routes::router(),
             readiness,
             metrics,
             state,
-            keys: config.admin.keys.clone(),
-            tokens: config.tokens.clone(),
-            tls,
+            probes: live.current().config.listen.admin_probes,
+            live,
         }
     }
 
     /// Answers one admin request, whatever its body type.
     pub async fn serve<B: RequestBody>(&self, req: Request<B>) -> Response<Body> {
-        let mut response = match self.route(req).await {
+        self.serve_on(req, Surface::Admin).await
+    }
+
+    async fn serve_on<B: RequestBody>(&self, req: Request<B>, surface: Surface) -> Response<Body> {
+        let mut response = match self.route(req, surface).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         };
@@ -123,14 +149,27 @@ impl Admin {
         response
     }
 
-    /// 400 for a path that cannot be normalised, 404 for an unknown path, 405 (with
-    /// `Allow`) for a method it does not answer, else the endpoint's answer. The path is
-    /// read in the proxy's canonical form, so `%7E` is `~` here as there.
-    async fn route<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>, GatewayError> {
+    /// 400 for a path that cannot be normalised, 404 for an unknown path (or one this
+    /// listener does not offer), 405 (with `Allow`) for a method it does not answer, else
+    /// the endpoint's answer. The path is read in the proxy's canonical form, so `%7E` is
+    /// `~` here as there.
+    async fn route<B: RequestBody>(
+        &self,
+        req: Request<B>,
+        surface: Surface,
+    ) -> Result<Response<Body>, GatewayError> {
         let path = crate::auth::path::normalize(req.uri().path())
             .map_err(|_| GatewayError::BadPath)?
             .path;
         let matched = self.router.at(&path).map_err(|_| GatewayError::NotFound)?;
+        let probe = matched.value.is_probe();
+        let offered = match surface {
+            Surface::Admin => !probe || self.probes,
+            Surface::Status => probe,
+        };
+        if !offered {
+            return Err(GatewayError::NotFound);
+        }
         let Some(endpoint) = matched.value.endpoint(req.method()) else {
             let mut response = GatewayError::MethodNotAllowed.into_response();
             let allow = matched.value.allow().clone();
@@ -151,52 +190,64 @@ impl Admin {
         params: Params,
         req: Request<B>,
     ) -> Result<Response<Body>, GatewayError> {
+        // One config for the whole call: a reload during it does not mix keys.
+        let live = self.live.current();
+        let live = &*live;
         let headers = req.headers();
         match endpoint {
             Endpoint::Health => Ok(self.health()),
             Endpoint::Ready => Ok(self.ready()),
             Endpoint::Metrics => Ok(self.metrics()),
-            Endpoint::Tenants => self.tenants(headers),
-            Endpoint::Tenant => self.tenant(headers, &params.tenant),
-            Endpoint::Settings => self.settings(req, &params.tenant).await,
-            Endpoint::GenerateToken => self.generate_token(req, &params.tenant).await,
-            Endpoint::RevokeToken => self.revoke_token(headers, &params.tenant).await,
-            Endpoint::WhoAmI => self.whoami(headers),
-            Endpoint::Cluster => self.cluster(headers).await,
-            Endpoint::OpenApi => self.openapi(headers),
-            Endpoint::ReloadTls => self.reload_tls(headers),
+            Endpoint::Tenants => self.tenants(live, headers),
+            Endpoint::Tenant => self.tenant(live, headers, &params.tenant),
+            Endpoint::Settings => self.settings(live, req, &params.tenant).await,
+            Endpoint::GenerateToken => self.generate_token(live, req, &params.tenant).await,
+            Endpoint::RevokeToken => self.revoke_token(live, headers, &params.tenant).await,
+            Endpoint::WhoAmI => self.whoami(live, headers),
+            Endpoint::Cluster => self.cluster(live, headers).await,
+            Endpoint::OpenApi => self.openapi(live, headers),
+            Endpoint::ReloadTls => self.reload_tls(live, headers),
+            Endpoint::Reload => self.reload(live, headers).await,
             Endpoint::UiAsset => ui::asset(&params.asset).ok_or(GatewayError::NotFound),
             Endpoint::UiRedirect => Ok(ui::redirect()),
         }
     }
 
     /// The name of the admin key presented, if it holds `role` (approvers hold viewer).
-    fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<String, GatewayError> {
-        self.authorize_key(headers, role)
-            .map(|key| key.name.clone())
+    fn authorize(
+        &self,
+        live: &Live,
+        headers: &HeaderMap,
+        role: Role,
+    ) -> Result<String, GatewayError> {
+        authorize_key(live, headers, role).map(|key| key.name.clone())
     }
+}
 
-    /// The admin key presented, if it holds `role`. Every configured key is compared,
-    /// in constant time, whatever matches.
-    fn authorize_key(&self, headers: &HeaderMap, role: Role) -> Result<&AdminKey, GatewayError> {
-        let Credentials::Bearer(key) = bearer::parse(headers) else {
-            return Err(GatewayError::AdminUnauthenticated);
-        };
-        let digest = Digest::of(key);
-        let mut found: Option<&AdminKey> = None;
-        for candidate in &self.keys {
-            if Digest(candidate.sha256).matches(&digest) {
-                found = Some(candidate);
-            }
+/// The admin key presented, if it holds `role`. Every configured key is compared,
+/// in constant time, whatever matches.
+fn authorize_key<'a>(
+    live: &'a Live,
+    headers: &HeaderMap,
+    role: Role,
+) -> Result<&'a AdminKey, GatewayError> {
+    let Credentials::Bearer(key) = bearer::parse(headers) else {
+        return Err(GatewayError::AdminUnauthenticated);
+    };
+    let digest = Digest::of(key);
+    let mut found: Option<&AdminKey> = None;
+    for candidate in &live.config.admin.keys {
+        if Digest(candidate.sha256).matches(&digest) {
+            found = Some(candidate);
         }
-        match found {
-            None => Err(GatewayError::AdminUnauthenticated),
-            Some(key) if key.role < role => {
-                tracing::warn!(target: "audit", actor = %key.name, "admin key lacks the role");
-                Err(GatewayError::AdminForbidden)
-            }
-            Some(key) => Ok(key),
+    }
+    match found {
+        None => Err(GatewayError::AdminUnauthenticated),
+        Some(key) if key.role < role => {
+            tracing::warn!(target: "audit", actor = %key.name, "admin key lacks the role");
+            Err(GatewayError::AdminForbidden)
         }
+        Some(key) => Ok(key),
     }
 }
 

@@ -20,6 +20,7 @@ pub(super) enum Endpoint {
     Cluster,
     OpenApi,
     ReloadTls,
+    Reload,
     UiAsset,
     UiRedirect,
 }
@@ -78,6 +79,10 @@ pub(super) static ROUTES: &[Route] = &[
         methods: &read(Endpoint::Cluster),
     },
     Route {
+        path: "/admin/v1/reload",
+        methods: &[(Method::POST, Endpoint::Reload)],
+    },
+    Route {
         path: "/admin/v1/openapi.json",
         methods: &read(Endpoint::OpenApi),
     },
@@ -128,6 +133,15 @@ impl Entry {
     pub fn endpoint(&self, method: &Method) -> Option<Endpoint> {
         let found = self.methods.iter().find(|(m, _)| m == method);
         found.map(|(_, endpoint)| *endpoint)
+    }
+
+    /// Whether this is `/healthz`, `/readyz` or `/metrics`, which the status listener
+    /// serves too.
+    pub fn is_probe(&self) -> bool {
+        let probe = |(_, e): &(Method, Endpoint)| {
+            matches!(e, Endpoint::Health | Endpoint::Ready | Endpoint::Metrics)
+        };
+        self.methods.iter().all(probe)
     }
 
     /// The `Allow` header of a 405 here: the methods of this route, in table order.

@@ -41,11 +41,12 @@ admin:
     - {{ name: auditor, role: viewer, sha256: \"{viewer}\" }}
 "
     );
-    let config = Config::parse(&yaml, dir.path()).unwrap();
+    let config = crate::config::Config::parse(&yaml, dir.path()).unwrap();
     let store = FileStore::new(dir.path().join("state.json"));
     let state = Arc::new(StateHandle::open(Box::new(store)).await.unwrap());
     let metrics = PrometheusBuilder::new().build_recorder().handle();
-    let admin = Admin::new(&config, state, Arc::default(), metrics, Arc::default());
+    let live = crate::live::Reloader::new(config, None, Arc::default(), Default::default(), None);
+    let admin = Admin::new(Arc::new(live.unwrap()), state, Arc::default(), metrics);
     Fixture { admin, _dir: dir }
 }
 

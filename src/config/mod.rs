@@ -10,6 +10,7 @@ mod certs;
 mod edge;
 mod locate;
 mod raw;
+mod restart;
 mod routing;
 mod state;
 mod validate;
@@ -26,6 +27,7 @@ pub use edge::{
     AccessLog, AccessLogFormat, AccessLogTarget, ProxyProtocol, RequestId, TrustedProxies,
 };
 pub use locate::Seg;
+pub use restart::{generated_replica_name, needs_restart};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -51,17 +53,26 @@ pub struct Config {
     pub request_id: RequestId,
     /// Things worth fixing that do not stop the gateway (a certificate expiring soon).
     pub warnings: Vec<Problem>,
+    /// SHA-256 (hex) of the file's text: which config a replica serves
+    /// (`/admin/v1/whoami`).
+    pub sha256: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     /// PROXY protocol on the proxy listener.
     pub proxy_protocol: ProxyProtocol,
+    /// The status listener: `/healthz`, `/readyz` and `/metrics` in plain HTTP, with no
+    /// admin key or client certificate (probes, scrapers). `None`: not opened.
+    pub status: Option<SocketAddr>,
+    /// Whether the admin listener answers `/healthz`, `/readyz` and `/metrics` too
+    /// (default true; false only makes sense with `status` set).
+    pub admin_probes: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// `scheme://authority` of the backend, with any base path in `base_path`.
     pub origin: Uri,
@@ -103,7 +114,7 @@ pub struct Limits {
     pub max_body_bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// One JSON file, already resolved against the config file's folder.
     File { path: PathBuf },
@@ -269,7 +280,11 @@ impl Config {
         for path in unknown {
             problems.push(&path, "unknown key (check its spelling and nesting)".into());
         }
-        let config = validate::from_raw(raw, base, &mut problems);
+        let mut config = validate::from_raw(raw, base, &mut problems);
+        config.sha256 = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        };
         problems.finish(config)
     }
 

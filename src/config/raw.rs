@@ -50,6 +50,8 @@ pub(super) struct RawListen {
     pub proxy: Option<String>,
     pub admin: Option<String>,
     pub proxy_protocol: Option<String>,
+    pub status: Option<String>,
+    pub admin_probes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

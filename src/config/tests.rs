@@ -251,3 +251,45 @@ case_insensitive_paths: false
     let problems = parse(empty).unwrap_err();
     assert_eq!(problems[0].key, "protected_routes[0].methods");
 }
+
+#[test]
+fn the_status_listener_is_off_by_default_and_checked_when_set() {
+    let c = parse("upstream: { url: \"http://127.0.0.1:8081\" }").unwrap();
+    assert_eq!(c.listen.status, None);
+    assert!(c.listen.admin_probes);
+    let text = "listen:\n  admin: \"127.0.0.1:9090\"\n  status: \"127.0.0.1:9090\"\nupstream: { url: \"http://127.0.0.1:8081\" }\n";
+    let problems = parse(text).unwrap_err();
+    assert_eq!(problems[0].key, "listen.status", "{problems:?}");
+    assert_eq!(problems[0].line, Some(3));
+    assert!(problems[0].message.contains("listen.admin"), "{problems:?}");
+    let text = "listen: { admin_probes: false }\nupstream: { url: \"http://127.0.0.1:8081\" }\n";
+    let problems = parse(text).unwrap_err();
+    assert_eq!(problems[0].key, "listen.admin_probes", "{problems:?}");
+    let text = "listen: { status: \"nowhere\" }\nupstream: { url: \"http://127.0.0.1:8081\" }\n";
+    assert_eq!(parse(text).unwrap_err()[0].key, "listen.status");
+}
+
+#[test]
+fn a_reload_names_each_key_that_needs_a_restart_and_no_other() {
+    let base = "listen: { proxy: \"127.0.0.1:8080\" }\nupstream: { url: \"http://127.0.0.1:8081\" }\nstate:\n  backend: redis\n  redis: { url: \"redis://app:secret@10.0.0.5:6379\" }\n";
+    let old = parse(base).unwrap();
+    let same_but_keys =
+        format!("{base}tokens: {{ default_ttl: 1h }}\nlimits: {{ max_connections: 5 }}\n");
+    let new = parse(&same_but_keys).unwrap();
+    assert!(needs_restart(&old, &new, &same_but_keys).is_empty());
+
+    let moved = base
+        .replace("127.0.0.1:8080", "127.0.0.1:8090")
+        .replace("app:secret@", "app:hunter2@");
+    let new = parse(&moved).unwrap();
+    let problems = needs_restart(&old, &new, &moved);
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["listen.proxy", "state.redis.url"], "{problems:?}");
+    assert_eq!(problems[0].line, Some(1));
+    assert!(problems[0].message.contains("needs a restart"));
+    let shown = format!("{problems:?}");
+    assert!(
+        !shown.contains("secret") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+}

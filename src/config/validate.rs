@@ -71,7 +71,25 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
         proxy: addr(raw.listen.proxy, "0.0.0.0:8080", &["listen", "proxy"], p),
         admin: addr(raw.listen.admin, "127.0.0.1:9090", &["listen", "admin"], p),
         proxy_protocol: super::edge::proxy_protocol(raw.listen.proxy_protocol, p),
+        status: raw
+            .listen
+            .status
+            .map(|text| addr(Some(text), "", &["listen", "status"], p)),
+        admin_probes: raw.listen.admin_probes.unwrap_or(true),
     };
+    if let Some(status) = listen.status {
+        let taken = [("proxy", listen.proxy), ("admin", listen.admin)];
+        for (name, other) in taken {
+            if status == other && status.port() != 0 {
+                let msg = format!("`{status}` is already listen.{name}'s address");
+                p.push(&path(&["listen", "status"]), msg);
+            }
+        }
+    }
+    if !listen.admin_probes && listen.status.is_none() {
+        let msg = "the probes would be answered nowhere; set listen.status too".to_string();
+        p.push(&path(&["listen", "admin_probes"]), msg);
+    }
     let upstream = upstream(raw.upstream, base, p);
     let tls = super::certs::listeners(raw.tls, base, p);
     let protected_routes = super::routing::routes(raw.protected_routes, p);
@@ -127,6 +145,7 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
         access_log: super::edge::access_log(raw.access_log, base, p),
         request_id: super::edge::request_id(raw.request_id, p),
         warnings: Vec::new(),
+        sha256: String::new(),
     }
 }
 

@@ -86,6 +86,10 @@ pub enum GatewayError {
     /// why (for the operator who named those files, so no secret is in it).
     #[error("TLS reload refused: {message}")]
     TlsReloadRefused { message: String },
+    /// A config reload found problems and changed nothing; each problem names its key
+    /// and line (the operator's own file, so no secret is in them).
+    #[error("config reload refused: {} problem(s)", problems.len())]
+    ConfigRefused { problems: Vec<String> },
     #[error("route not found")]
     NotFound,
     #[error("method not allowed")]
@@ -201,6 +205,7 @@ impl GatewayError {
             GatewayError::StateNotReplicated { revision, wanted, confirmed } => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", format!("the change was applied on the Redis primary (revision {revision}) but not confirmed on {wanted} Redis replica(s) ({confirmed} confirmed in time): it is in force, but a Redis failover could lose it. Read the tenant before retrying")).with("revision", *revision).retry_after(),
             GatewayError::Fenced => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "this gateway cannot confirm the current tokens (shared state unreachable); retry shortly").retry_after(),
             GatewayError::TlsReloadRefused { message } => Reply::new(S::UNPROCESSABLE_ENTITY, "tls_reload_refused", message.clone()),
+            GatewayError::ConfigRefused { problems } => Reply::new(S::UNPROCESSABLE_ENTITY, "config_refused", format!("{} problem(s) in the config file; nothing changed, the running config stays in force", problems.len())).with("problems", problems.clone()),
             GatewayError::NotFound => Reply::new(S::NOT_FOUND, "not_found", "no such route"),
             GatewayError::MethodNotAllowed => Reply::new(S::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route"),
         }

@@ -134,6 +134,13 @@ fn table() -> Vec<Row> {
             S::UNPROCESSABLE_ENTITY,
             "tls_reload_refused",
         ),
+        row(
+            E::ConfigRefused {
+                problems: vec!["line 2: upstream.url: required".into()],
+            },
+            S::UNPROCESSABLE_ENTITY,
+            "config_refused",
+        ),
         row(E::NotFound, S::NOT_FOUND, "not_found"),
         row(
             E::MethodNotAllowed,
@@ -180,7 +187,7 @@ fn every_variant_answers_its_row() {
 fn the_table_covers_every_variant() {
     // Adding a variant without a row fails here: `reply`'s match is exhaustive, and
     // this count is the number of its arms.
-    assert_eq!(table().len(), 27);
+    assert_eq!(table().len(), 28);
 }
 
 #[test]
@@ -254,4 +261,21 @@ fn bodies_keep_their_bytes() {
         GatewayError::MissingToken.reply().body(),
         r#"{"error":"missing_token","message":"this route requires a Bearer token"}"#
     );
+}
+
+#[test]
+fn a_refused_config_reload_is_422_listing_every_problem() {
+    let refused = GatewayError::ConfigRefused {
+        problems: vec![
+            "line 2: upstream.url: a".into(),
+            "line 9: tokens.max_ttl: b".into(),
+        ],
+    };
+    let body = json(&refused.reply().body());
+    assert_eq!(body["error"], "config_refused");
+    assert_eq!(body["problems"][1], "line 9: tokens.max_ttl: b");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing changed"));
 }

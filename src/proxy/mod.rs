@@ -16,43 +16,35 @@ mod headers;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::{self, HeaderMap};
 use http::request;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 
 use exchange::Exchange;
 
 use crate::access_log::AccessLogger;
 use crate::auth::decide::{decide, Outcome};
 use crate::body::Body;
-use crate::config::{Config, TrustedProxies, Upstream};
 use crate::error::GatewayError;
+use crate::live::{Live, Reloader};
 use crate::metrics::{ProxyMetrics, RouteClass};
-use crate::routes::RouteTable;
 use crate::server::{Handler, Peer};
 use crate::state::StateHandle;
-use crate::tls::TlsError;
-use crate::upstream::{describe, Failure, Pool, PoolError, RequestBody};
+use crate::upstream::{describe, Failure, PoolError, RequestBody};
 
-/// The proxy: upstream pool, route table, state and metrics.
+/// The proxy: the live config (upstream pool, route table, limits), state and metrics.
 #[derive(Debug)]
 pub struct Proxy {
-    pool: Pool,
-    upstream: Upstream,
+    /// Loaded once per request: the request sees one config from head to end.
+    live: Arc<Reloader>,
     /// Whether clients reach this listener over TLS (`X-Forwarded-Proto`).
     https: bool,
-    routes: RouteTable,
     state: Arc<StateHandle>,
-    max_body_bytes: u64,
-    body_read_timeout: Duration,
     metrics: ProxyMetrics,
-    trusted_proxies: TrustedProxies,
-    request_id_header: http::HeaderName,
     access_log: Option<Arc<AccessLogger>>,
 }
 
@@ -67,14 +59,16 @@ struct Admitted {
 
 impl Handler for Proxy {
     async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+        let live = self.live.current();
+        let config = &live.config;
         let mut exchange = Exchange::start(
             &req,
             peer,
-            &self.trusted_proxies,
-            &self.request_id_header,
+            &config.trusted_proxies,
+            &config.request_id.header,
             self.access_log.is_some(),
         );
-        let mut response = match self.serve(req, peer, &mut exchange).await {
+        let mut response = match self.serve(&live, req, peer, &mut exchange).await {
             Ok(response) => response,
             Err(e) => {
                 if let (GatewayError::ClientBody(_), Some(log)) = (&e, &mut exchange.log) {
@@ -88,7 +82,7 @@ impl Handler for Proxy {
         let id = exchange.request_id.clone();
         response
             .headers_mut()
-            .insert(self.request_id_header.clone(), id);
+            .insert(config.request_id.header.clone(), id);
         match &self.access_log {
             Some(log) => match exchange.finish(log, status.as_u16()) {
                 Some(hook) => response.map(|body| body.on_end(hook)),
@@ -100,61 +94,42 @@ impl Handler for Proxy {
 }
 
 impl Proxy {
-    /// Fails only when `upstream.tls` files cannot be loaded.
+    /// `https`: whether the proxy listener speaks TLS (`tls.proxy`, fixed until a restart).
     pub fn new(
-        config: &Config,
+        live: Arc<Reloader>,
+        https: bool,
         state: Arc<StateHandle>,
         metrics: ProxyMetrics,
         access_log: Option<Arc<AccessLogger>>,
-    ) -> Result<Proxy, TlsError> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.upstream.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = crate::tls::upstream_connector(connector, &config.upstream.tls)?;
-        let pool = Pool::new(
-            connector,
-            config.upstream.origin.clone(),
-            config.upstream.pool_max_idle,
-            config.upstream.pool_idle_timeout,
-        );
-        Ok(Proxy {
-            pool,
-            upstream: config.upstream.clone(),
-            https: config.tls.proxy.is_some(),
-            routes: RouteTable::new(
-                &config.protected_routes,
-                config.case_insensitive_paths,
-                config.tenant_param.clone(),
-            ),
+    ) -> Proxy {
+        Proxy {
+            live,
+            https,
             state,
-            max_body_bytes: config.limits.max_body_bytes,
-            body_read_timeout: config.limits.body_read_timeout,
             metrics,
-            trusted_proxies: config.trusted_proxies.clone(),
-            request_id_header: config.request_id.header.clone(),
             access_log,
-        })
+        }
     }
 
     async fn serve(
         &self,
+        live: &Live,
         req: Request<Incoming>,
         peer: &Peer,
         exchange: &mut Exchange,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut head, body) = req.into_parts();
-        let admitted = match self.admit(&mut head, peer, exchange) {
+        let body_read_timeout = live.config.limits.body_read_timeout;
+        let admitted = match self.admit(live, &mut head, peer, exchange) {
             Ok(admitted) => admitted,
             Err(e) => {
-                drain::discard(&head, body, self.body_read_timeout).await;
+                drain::discard(&head, body, body_read_timeout).await;
                 return Err(e);
             }
         };
         let counter = exchange.log.as_ref().map(|log| log.bytes_in.clone());
-        let body =
-            RequestBody::new(body, admitted.body_limit, self.body_read_timeout).counting(counter);
-        self.forward(head, body, admitted.rewritten, peer, exchange)
+        let body = RequestBody::new(body, admitted.body_limit, body_read_timeout).counting(counter);
+        self.forward(live, head, body, admitted.rewritten, peer, exchange)
             .await
     }
 
@@ -162,6 +137,7 @@ impl Proxy {
     /// request loses its `Authorization` header: the backend never sees the token.
     fn admit(
         &self,
+        live: &Live,
         head: &mut request::Parts,
         peer: &Peer,
         exchange: &mut Exchange,
@@ -170,7 +146,7 @@ impl Proxy {
         let (outcome, rewritten, strip) = {
             let snapshot = self.state.snapshot();
             let now_ms = crate::time::now_ms();
-            let mut decision = decide(&self.routes, &snapshot, head, now_ms);
+            let mut decision = decide(&live.routes, &snapshot, head, now_ms);
             exchange.class = decision.class;
             if let Some(log) = &mut exchange.log {
                 if let Cow::Owned(path) = &decision.path {
@@ -210,7 +186,7 @@ impl Proxy {
         }
         let mut body_limit = u64::MAX;
         if exchange.class == RouteClass::Protected {
-            body_limit = self.max_body_bytes;
+            body_limit = live.config.limits.max_body_bytes;
             if content_length(&head.headers).is_some_and(|n| n > body_limit) {
                 return Err(GatewayError::PayloadTooLarge);
             }
@@ -224,6 +200,7 @@ impl Proxy {
     /// Sends the admitted request upstream and returns the upstream's response.
     async fn forward(
         &self,
+        live: &Live,
         mut head: request::Parts,
         body: RequestBody,
         rewritten: Option<String>,
@@ -232,13 +209,15 @@ impl Proxy {
     ) -> Result<Response<Body>, GatewayError> {
         headers::to_upstream(&mut head, peer, self.https, exchange.trusted);
         let id = exchange.request_id.clone();
-        head.headers.insert(self.request_id_header.clone(), id);
-        head.uri = self.upstream_uri(&head.uri, rewritten)?;
+        head.headers
+            .insert(live.config.request_id.header.clone(), id);
+        head.uri = upstream_uri(&live.config.upstream.base_path, &head.uri, rewritten)?;
         head.version = Version::HTTP_11;
 
         let started = Instant::now();
-        let sent = self.pool.send(Request::from_parts(head, body));
-        let response = match tokio::time::timeout(self.upstream.request_timeout, sent).await {
+        let sent = live.pool.send(Request::from_parts(head, body));
+        let request_timeout = live.config.upstream.request_timeout;
+        let response = match tokio::time::timeout(request_timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => return Err(self.failed(e)),
             Err(_) => {
@@ -256,25 +235,6 @@ impl Proxy {
         headers::to_client(&mut parts.headers, parts.version);
         parts.version = Version::HTTP_11;
         Ok(Response::from_parts(parts, body.into()))
-    }
-
-    /// The upstream request target (origin-form): the upstream's base path, then the
-    /// request's path (normalised, when `rewritten` is given) and its query.
-    fn upstream_uri(&self, uri: &Uri, rewritten: Option<String>) -> Result<Uri, GatewayError> {
-        let pq = uri.path_and_query();
-        let pq = match (pq, rewritten) {
-            (Some(pq), None) if self.upstream.base_path.is_empty() => pq.clone(),
-            (pq, rewritten) => {
-                let path = rewritten.as_deref().unwrap_or_else(|| uri.path());
-                let base = &self.upstream.base_path;
-                let joined = match pq.and_then(PathAndQuery::query) {
-                    Some(query) => format!("{base}{path}?{query}"),
-                    None => format!("{base}{path}"),
-                };
-                joined.parse().map_err(|_| GatewayError::BadPath)?
-            }
-        };
-        Ok(Uri::from(pq))
     }
 
     /// Counts and logs a failed exchange. Details go to the log, never to the client.
@@ -301,6 +261,24 @@ impl Proxy {
         }
         failure.into()
     }
+}
+
+/// The upstream request target (origin-form): the upstream's base path, then the
+/// request's path (normalised, when `rewritten` is given) and its query.
+fn upstream_uri(base: &str, uri: &Uri, rewritten: Option<String>) -> Result<Uri, GatewayError> {
+    let pq = uri.path_and_query();
+    let pq = match (pq, rewritten) {
+        (Some(pq), None) if base.is_empty() => pq.clone(),
+        (pq, rewritten) => {
+            let path = rewritten.as_deref().unwrap_or_else(|| uri.path());
+            let joined = match pq.and_then(PathAndQuery::query) {
+                Some(query) => format!("{base}{path}?{query}"),
+                None => format!("{base}{path}"),
+            };
+            joined.parse().map_err(|_| GatewayError::BadPath)?
+        }
+    };
+    Ok(Uri::from(pq))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

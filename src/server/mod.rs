@@ -143,26 +143,39 @@ pub struct Lifecycle {
 
 /// Accepts connections until `life.shutdown` fires. Connection tasks are spawned on
 /// `life.tracker`, so waiting on the tracker waits for the drain.
+///
+/// `options` is asked before each accept: a config reload changes the clocks, limits
+/// and PROXY protocol trust of the connections accepted afterwards (open ones keep
+/// theirs). A new `max_connections` resizes the limit: raised at once, lowered as
+/// connections close.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
-    opts: ServeOptions,
+    options: impl Fn() -> Arc<ServeOptions> + Send + 'static,
     life: Lifecycle,
 ) {
-    let opts = Arc::new(opts);
-    let permits = Arc::new(Semaphore::new(opts.max_connections));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_buf_size(opts.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(head_limit::h2_max_header_list_size(opts.max_header_bytes));
-    let builder = Arc::new(builder);
+    let mut opts = options();
+    let mut limit = opts.max_connections;
+    // Permits still to take out of circulation after the limit was lowered.
+    let mut owed = 0;
+    let permits = Arc::new(Semaphore::new(limit));
+    let mut builder = Arc::new(hyper_builder(&opts));
     loop {
+        let next = options();
+        if next.max_header_bytes != opts.max_header_bytes {
+            builder = Arc::new(hyper_builder(&next));
+        }
+        if next.max_connections > limit {
+            let raise = next.max_connections - limit;
+            let cancelled = raise.min(owed);
+            owed -= cancelled;
+            permits.add_permits(raise - cancelled);
+        } else {
+            owed += limit - next.max_connections;
+        }
+        limit = next.max_connections;
+        owed -= permits.forget_permits(owed);
+        opts = next;
         // Waiting for a permit before accepting leaves extra connections in the
         // kernel's backlog instead of accepting and dropping them.
         let permit = tokio::select! {
@@ -172,6 +185,12 @@ pub async fn serve<H: Handler>(
             },
             () = life.shutdown.cancelled() => break,
         };
+        if owed > 0 {
+            // A permit handed back by a closed connection, over the lowered limit.
+            permit.forget();
+            owed -= 1;
+            continue;
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -186,15 +205,30 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let opts = opts.clone();
+        let conn_opts = opts.clone();
         let builder = builder.clone();
         let life_conn = life.clone();
         life.tracker.spawn(async move {
-            serve_connection(stream, peer, handler, &builder, &opts, &life_conn).await;
+            serve_connection(stream, peer, handler, &builder, &conn_opts, &life_conn).await;
             drop(permit);
         });
     }
     drop(listener);
+}
+
+/// hyper's auto (HTTP/1.1 + h2c) server with the listener's head size limit.
+fn hyper_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(opts.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(head_limit::h2_max_header_list_size(opts.max_header_bytes));
+    builder
 }
 
 async fn serve_connection<H: Handler>(

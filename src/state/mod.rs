@@ -17,6 +17,7 @@
 pub mod fence;
 pub mod file;
 pub mod last_use;
+pub mod lock;
 pub mod redis;
 
 use std::collections::{BTreeMap, HashMap};

@@ -24,17 +24,22 @@ use crate::metrics::TLS_CERT_EXPIRY;
 /// ALPN protocols offered by the listeners, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// What a listener serves now.
+/// What a listener serves now, and the files it came from.
 #[derive(Debug)]
 struct Served {
+    source: ListenerTls,
     config: Arc<ServerConfig>,
     validity: Validity,
 }
 
+/// A listener config built from (possibly new) files, not yet in service: a config
+/// reload builds every piece first and puts them in service only when all were built.
+#[derive(Debug)]
+pub struct Staged(Served);
+
 /// One listener's TLS config, reloadable from its files.
 pub struct Acceptor {
     listener: &'static str,
-    source: ListenerTls,
     served: ArcSwap<Served>,
 }
 
@@ -42,7 +47,7 @@ impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Acceptor")
             .field("listener", &self.listener)
-            .field("source", &self.source)
+            .field("source", &self.served.load().source)
             .field("validity", &self.validity())
             .finish()
     }
@@ -54,7 +59,6 @@ impl Acceptor {
         let served = build(&source, SystemTime::now())?;
         Ok(Acceptor {
             listener,
-            source,
             served: ArcSwap::from_pointee(served),
         })
     }
@@ -75,10 +79,26 @@ impl Acceptor {
 
     /// Re-reads the files; on any problem the current config stays in service.
     pub fn reload(&self) -> Result<Validity, TlsError> {
-        let served = build(&self.source, SystemTime::now())?;
-        let validity = served.validity;
-        self.served.store(Arc::new(served));
+        let source = self.served.load().source.clone();
+        let staged = self.stage(&source)?;
+        let validity = staged.0.validity;
+        self.commit(staged);
         Ok(validity)
+    }
+
+    /// Builds the config of `source` (the same files or new ones) without serving it.
+    pub fn stage(&self, source: &ListenerTls) -> Result<Staged, TlsError> {
+        build(source, SystemTime::now()).map(Staged)
+    }
+
+    /// Puts a staged config in service: new handshakes use it.
+    pub fn commit(&self, staged: Staged) {
+        self.served.store(Arc::new(staged.0));
+        log_served(
+            self,
+            SystemTime::now(),
+            "TLS certificate reloaded; new handshakes use it",
+        );
     }
 }
 
@@ -104,6 +124,7 @@ fn build(source: &ListenerTls, now: SystemTime) -> Result<Served, TlsError> {
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.key)));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Served {
+        source: source.clone(),
         config: Arc::new(config),
         validity: identity.validity,
     })
@@ -158,11 +179,7 @@ impl Acceptors {
             .map(|acceptor| {
                 let outcome = acceptor.reload();
                 match &outcome {
-                    Ok(_) => log_served(
-                        acceptor,
-                        now,
-                        "TLS certificate reloaded; new handshakes use it",
-                    ),
+                    Ok(_) => {}
                     Err(e) => tracing::error!(
                         listener = acceptor.listener,
                         %cause,
@@ -191,7 +208,7 @@ impl Acceptors {
 
 fn log_served(acceptor: &Acceptor, now: SystemTime, what: &str) {
     let validity = acceptor.validity();
-    let cert = acceptor.source.cert.display();
+    let cert = acceptor.served.load().source.cert.display().to_string();
     let not_after = rfc3339(validity.not_after);
     match validity.standing(now) {
         Standing::ExpiresSoon(left) => tracing::warn!(

@@ -121,6 +121,7 @@ impl Gateway {
         let listeners = Listeners {
             proxy: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            status: None,
         };
         let proxy = listeners.proxy_addr().unwrap();
         let admin = listeners.admin_addr().unwrap();

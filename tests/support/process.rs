@@ -79,6 +79,8 @@ pub fn write_config(dir: &Path, upstream: SocketAddr, extra: &str) -> PathBuf {
 pub struct Listening {
     pub proxy: String,
     pub admin: String,
+    /// `listen.status`'s address; `None` when it is off.
+    pub status: Option<String>,
     pub before: Vec<String>,
 }
 
@@ -117,6 +119,7 @@ pub fn await_listening_into(
             let listening = Listening {
                 proxy: value_after(&line, "proxy=").to_string(),
                 admin: value_after(&line, "admin=").to_string(),
+                status: Some(value_after(&line, "status=").to_string()).filter(|s| s != "off"),
                 before,
             };
             std::thread::spawn(move || {
