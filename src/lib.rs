@@ -219,6 +219,11 @@ fn serve_options(
             config.listen.proxy_protocol,
             Arc::new(config.trusted_proxies.clone()),
         ),
+        park: server::Parking {
+            after: limits.park_after,
+            at_once_above: limits.park_at_once_above,
+            parked: Some(metrics.parked_connections.clone()),
+        },
     };
     let admin = ServeOptions {
         max_connections: 256,
@@ -229,6 +234,10 @@ fn serve_options(
         closed_send_timeout: None,
         tls: acceptors.admin.clone(),
         proxy_protocol: server::proxy_protocol::Settings::default(),
+        park: server::Parking {
+            parked: None,
+            ..proxy.park.clone()
+        },
         ..proxy.clone()
     };
     (proxy, admin)
