@@ -208,7 +208,9 @@ async fn serve_connection<H: Handler>(
         state: state.clone(),
     };
     // The PROXY header, if the listener takes one, comes first, on the head clock.
-    if let Some((watched, client)) = proxy_protocol::open(watched, peer, opts, &life.force).await {
+    // Boxed: a parked connection's task need not keep room for the PROXY header read.
+    let opened = Box::pin(proxy_protocol::open(watched, peer, opts, &life.force)).await;
+    if let Some((watched, client)) = opened {
         let service = service(handler, client, state.clone(), opts);
         if opts.tls.is_none() {
             park::serve_plain(watched, service, peer, &state, builder, opts, life).await;

@@ -142,20 +142,22 @@ pub(super) async fn serve_plain<S>(
     <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
     S::Error: Into<super::BoxError>,
 {
-    let Some((start, mut watched)) = sniff(io, peer, state, opts, life).await else {
+    // Each stage is boxed: the task's future is as large as its largest stage, and
+    // a parked connection is only in the smallest (`wait_parked`).
+    let Some((start, mut watched)) = Box::pin(sniff(io, peer, state, opts, life)).await else {
         return;
     };
     if start.starts_with(H2_PREFACE_START) {
         let io = TokioIo::new(Answering::new(Rewound::new(start, watched), state.clone()));
         let mut conn = Box::pin(protocols.http2.serve_connection(io, service));
-        super::watch(conn.as_mut(), peer, state, opts, life).await;
+        Box::pin(super::watch(conn.as_mut(), peer, state, opts, life)).await;
         return;
     }
     let mut unread = start;
     loop {
         let io = TokioIo::new(Answering::new(Rewound::new(unread, watched), state.clone()));
         let conn = Box::new(protocols.http1.serve_connection(io, service.clone()));
-        match drive(conn, peer, state, protocols, opts, life).await {
+        match Box::pin(drive(conn, peer, state, protocols, opts, life)).await {
             Some((io, rest)) => (unread, watched) = (rest, io),
             None => return,
         }
