@@ -8,9 +8,11 @@ memory (VmRSS) of the given process ids grew, in bytes, before closing them:
     idle_conns.py HOST PORT PATH COUNT HEADERS_FILE PID [PID ...]
 
 HEADERS_FILE holds extra request header lines ("Name: value", one a line; may be empty).
+IDLE_SETTLE_SECS (default 1) is how long the connections are held before measuring.
 Output (stdout, one line): "<rss_before> <rss_after> <growth_per_connection>".
 """
 import asyncio
+import os
 import resource
 import sys
 import time
@@ -70,8 +72,9 @@ async def main():
     sem = asyncio.Semaphore(256)
     tasks = [one(host, port, request, sem, conns) for _ in range(count)]
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
-    # Let the server settle (buffers shrink after the answer is written).
-    await asyncio.sleep(1.0)
+    # Let the server settle (buffers shrink after the answer is written; idle
+    # connections park). IDLE_SETTLE_SECS overrides the 1 s.
+    await asyncio.sleep(float(os.environ.get("IDLE_SETTLE_SECS", "1.0")))
     after = rss(pids)
     print(before, after, (after - before) / count, flush=True)
     for w in conns:

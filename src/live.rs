@@ -316,6 +316,11 @@ fn serve_options(
             config.listen.proxy_protocol,
             Arc::new(config.trusted_proxies.clone()),
         ),
+        park: crate::server::Parking {
+            after: limits.park_after,
+            at_once_above: limits.park_at_once_above,
+            parked: Some(metrics.parked_connections.clone()),
+        },
     };
     let admin = ServeOptions {
         max_connections: 256,
@@ -326,6 +331,10 @@ fn serve_options(
         closed_send_timeout: None,
         tls: acceptors.admin.clone(),
         proxy_protocol: proxy_protocol::Settings::default(),
+        park: crate::server::Parking {
+            parked: None,
+            ..proxy.park.clone()
+        },
         ..proxy.clone()
     };
     (proxy, admin)

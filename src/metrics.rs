@@ -21,6 +21,8 @@ pub const UPSTREAM_ERRORS: &str = "authgate_upstream_errors_total";
 pub const IN_FLIGHT: &str = "authgate_requests_in_flight";
 /// Open client connections on the proxy listener.
 pub const OPEN_CONNECTIONS: &str = "authgate_open_connections";
+/// Idle HTTP/1.1 connections on the proxy listener holding no buffer until their next byte.
+pub const PARKED_CONNECTIONS: &str = "authgate_parked_connections";
 /// Connections closed by the gateway, by `reason` (`header_timeout`, `idle`, `send_timeout`).
 pub const CONNECTIONS_CLOSED: &str = "authgate_connections_closed_total";
 /// Connections the proxy listener closed over their PROXY protocol header, by `reason`
@@ -213,6 +215,7 @@ pub struct ProxyMetrics {
     pub upstream_other_errors: Counter,
     pub in_flight: Gauge,
     pub open_connections: Gauge,
+    pub parked_connections: Gauge,
     pub closed_header_timeout: Counter,
     pub closed_idle: Counter,
     pub closed_send_timeout: Counter,
@@ -238,6 +241,7 @@ impl ProxyMetrics {
             upstream_other_errors: error("other"),
             in_flight: gauge!(IN_FLIGHT),
             open_connections: gauge!(OPEN_CONNECTIONS),
+            parked_connections: gauge!(PARKED_CONNECTIONS),
             closed_header_timeout: closed("header_timeout"),
             closed_idle: closed("idle"),
             closed_send_timeout: closed("send_timeout"),

@@ -112,6 +112,11 @@ pub struct Limits {
     pub send_timeout: Duration,
     pub max_connections: usize,
     pub max_body_bytes: u64,
+    /// Idle this long, an HTTP/1.1 connection on plain TCP gives its buffers back
+    /// (parked) until its next byte; 0: at once.
+    pub park_after: Duration,
+    /// Above this many open connections on a listener, idle ones are parked at once.
+    pub park_at_once_above: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

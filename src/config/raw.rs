@@ -122,6 +122,8 @@ pub(super) struct RawLimits {
     pub send_timeout: Option<Value>,
     pub max_connections: Option<u64>,
     pub max_body_bytes: Option<u64>,
+    pub park_after: Option<Value>,
+    pub park_at_once_above: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -194,6 +194,21 @@ pub(super) fn duration(
     }
 }
 
+/// A duration where 0 means "at once" (`limits.park_after`).
+fn duration_or_zero(
+    raw: Option<Value>,
+    default: &str,
+    key: &[&str],
+    p: &mut Problems<'_>,
+) -> Duration {
+    match &raw {
+        Some(Value::String(s)) if humantime::parse_duration(s).is_ok_and(|d| d.is_zero()) => {
+            Duration::ZERO
+        }
+        _ => duration(raw, default, key, p),
+    }
+}
+
 fn upstream(raw: super::raw::RawUpstream, base: &Path, p: &mut Problems<'_>) -> Upstream {
     let key = ["upstream", "url"];
     let mut origin = Uri::from_static("http://127.0.0.1:8081");
@@ -287,6 +302,10 @@ fn limits(raw: super::raw::RawLimits, p: &mut Problems<'_>) -> Limits {
         send_timeout: duration(raw.send_timeout, "30s", &["limits", "send_timeout"], p),
         max_connections: max_connections.max(1) as usize,
         max_body_bytes: raw.max_body_bytes.unwrap_or(50 * 1024 * 1024),
+        park_after: duration_or_zero(raw.park_after, "1s", &["limits", "park_after"], p),
+        park_at_once_above: raw
+            .park_at_once_above
+            .map_or(256, |n| usize::try_from(n).unwrap_or(usize::MAX)),
     }
 }
 

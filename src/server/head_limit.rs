@@ -145,6 +145,12 @@ impl<IO: AsyncWrite + Unpin> Answering<IO> {
         }
     }
 
+    /// The stream, once hyper is done with it (with no answer left to write: only an
+    /// idle connection is taken apart).
+    pub(super) fn into_inner(self) -> IO {
+        self.inner
+    }
+
     /// When `buf` is hyper's 431 head written between requests, takes the gateway's
     /// answer in its place and returns how many of hyper's bytes it stands for.
     fn replaces(&mut self, buf: &[u8]) -> Option<usize> {

@@ -1,7 +1,8 @@
 //! Accept loop and per-connection lifecycle shared by the proxy and admin listeners.
 //!
-//! Each accepted socket is served by hyper-util's auto server (HTTP/1.1 or cleartext
-//! HTTP/2, detected from the first bytes) in its own task, next to a watchdog that
+//! Each accepted socket is served in its own task: on plain TCP by [`park`] (HTTP/1.1,
+//! parked while idle, or HTTP/2 with prior knowledge); over TLS by hyper-util's auto
+//! server (HTTP/1.1 or HTTP/2, detected from the first bytes). Next to it runs a watchdog that
 //! enforces two clocks hyper does not separate:
 //! - **header read timeout**: once a request's first byte has arrived (or the connection
 //!   was just accepted), its head must be complete within `header_read_timeout`, else the
@@ -33,6 +34,7 @@
 //! HTTP/2 alike (`head_limit`), not the bare one hyper and h2 write themselves.
 
 mod head_limit;
+mod park;
 pub mod proxy_protocol;
 mod watchdog;
 
@@ -46,8 +48,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::service::{service_fn, Service};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulConnection;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -60,6 +61,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
 use crate::error::GatewayError;
+pub use park::Parking;
 pub use watchdog::Guarded;
 use watchdog::{ConnState, Expiry, RequestGuard, Watched};
 
@@ -119,6 +121,8 @@ pub struct ServeOptions {
     pub tls: Option<Arc<crate::tls::Acceptor>>,
     /// PROXY protocol on this listener (off by default).
     pub proxy_protocol: proxy_protocol::Settings,
+    /// When idle HTTP/1.1 connections on plain TCP give their buffers back.
+    pub park: Parking,
 }
 
 impl ServeOptions {
@@ -159,11 +163,13 @@ pub async fn serve<H: Handler>(
     // Permits still to take out of circulation after the limit was lowered.
     let mut owed = 0;
     let permits = Arc::new(Semaphore::new(limit));
-    let mut builder = Arc::new(hyper_builder(&opts));
+    let mut builder = Arc::new(park::Protocols::new(&opts, permits.clone()));
     loop {
         let next = options();
-        if next.max_header_bytes != opts.max_header_bytes {
-            builder = Arc::new(hyper_builder(&next));
+        if next.max_header_bytes != opts.max_header_bytes
+            || next.max_connections != opts.max_connections
+        {
+            builder = Arc::new(park::Protocols::new(&next, permits.clone()));
         }
         if next.max_connections > limit {
             let raise = next.max_connections - limit;
@@ -216,26 +222,11 @@ pub async fn serve<H: Handler>(
     drop(listener);
 }
 
-/// hyper's auto (HTTP/1.1 + h2c) server with the listener's head size limit.
-fn hyper_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_buf_size(opts.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(head_limit::h2_max_header_list_size(opts.max_header_bytes));
-    builder
-}
-
 async fn serve_connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<H>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &park::Protocols,
     opts: &Arc<ServeOptions>,
     life: &Lifecycle,
 ) {
@@ -248,15 +239,21 @@ async fn serve_connection<H: Handler>(
         state: state.clone(),
     };
     // The PROXY header, if the listener takes one, comes first, on the head clock.
-    if let Some((watched, client)) = proxy_protocol::open(watched, peer, opts, &life.force).await {
+    // Boxed: a parked connection's task need not keep room for the PROXY header read.
+    let opened = Box::pin(proxy_protocol::open(watched, peer, opts, &life.force)).await;
+    if let Some((watched, client)) = opened {
         let service = service(handler, client, state.clone(), opts);
-        // The TLS handshake, if any, runs on the first read below, under the head clock.
-        let io = TokioIo::new(head_limit::Answering::new(
-            crate::tls::ServerStream::new(watched, opts.tls.as_deref(), peer),
-            state.clone(),
-        ));
-        let conn = builder.serve_connection(io, service);
-        watch(conn, peer, &state, opts, life).await;
+        if opts.tls.is_none() {
+            park::serve_plain(watched, service, peer, &state, builder, opts, life).await;
+        } else {
+            // The TLS handshake runs on the first read below, under the head clock.
+            let io = TokioIo::new(head_limit::Answering::new(
+                crate::tls::ServerStream::new(watched, opts.tls.as_deref(), peer),
+                state.clone(),
+            ));
+            let mut conn = Box::pin(builder.auto.serve_connection(io, service));
+            watch(conn.as_mut(), peer, &state, opts, life).await;
+        }
     }
     if let Some(g) = &opts.open_connections {
         g.decrement(1.0);
@@ -265,14 +262,15 @@ async fn serve_connection<H: Handler>(
 
 /// Drives the connection until it ends, enforcing the head, send and idle clocks and
 /// the listener's shutdown.
-async fn watch<C: GracefulConnection<Error = BoxError>>(
-    conn: C,
+async fn watch<C: GracefulConnection>(
+    mut conn: std::pin::Pin<&mut C>,
     peer: SocketAddr,
     state: &ConnState,
     opts: &ServeOptions,
     life: &Lifecycle,
-) {
-    tokio::pin!(conn);
+) where
+    C::Error: std::fmt::Display,
+{
     let mut closing = false;
     loop {
         let deadline = if closing { None } else { state.deadline(opts) };
@@ -325,8 +323,9 @@ fn service<H: Handler>(
     Request<Incoming>,
     Response = Response<Guarded<Body>>,
     Error = Infallible,
-    Future = impl Future<Output = Result<Response<Guarded<Body>>, Infallible>> + Send,
-> + Clone {
+    Future = impl Future<Output = Result<Response<Guarded<Body>>, Infallible>> + Send + Unpin,
+> + Clone
+       + Unpin {
     let peer = Arc::new(peer);
     let in_flight = opts.in_flight.clone();
     let max_header_bytes = opts.max_header_bytes;
@@ -340,16 +339,17 @@ fn service<H: Handler>(
         let guard = RequestGuard::start(state.clone(), in_flight.clone());
         let handler = handler.clone();
         let peer = peer.clone();
-        async move {
+        // Boxed per request: hyper keeps one allocation of the service future's size
+        // for each connection, idle or not, and the handler's future is kilobytes; a
+        // short-lived box costs one malloc per request instead (and is `Unpin`, which a
+        // connection taken apart when it parks needs).
+        Box::pin(async move {
             let response = if too_large {
                 GatewayError::HeadTooLarge.into_response()
             } else {
-                // Boxed per request: hyper keeps one allocation of the service future's
-                // size for each connection, idle or not, and the handler's future is
-                // kilobytes; a short-lived box costs one malloc per request instead.
-                Box::pin(handler.handle(req, &peer)).await
+                handler.handle(req, &peer).await
             };
             Ok::<_, Infallible>(response.map(|body| Guarded::new(body, guard)))
-        }
+        })
     })
 }

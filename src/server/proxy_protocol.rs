@@ -329,6 +329,11 @@ impl<IO> Rewound<IO> {
     pub fn new(prefix: Bytes, inner: IO) -> Rewound<IO> {
         Rewound { prefix, inner }
     }
+
+    /// The bytes not yet read again, and the stream.
+    pub fn into_inner(self) -> (Bytes, IO) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Rewound<IO> {

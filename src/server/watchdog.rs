@@ -41,6 +41,8 @@ pub(super) struct ConnState {
     /// When a write to the client started waiting for the socket to drain.
     write_blocked_since: AtomicU64,
     pub(super) is_h2: AtomicBool,
+    /// Reads and writes that moved bytes, so far; only the socket ([`Watched`]) writes it.
+    io_count: AtomicU64,
 }
 
 impl ConnState {
@@ -53,6 +55,7 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(NONE),
             is_h2: AtomicBool::new(false),
+            io_count: AtomicU64::new(0),
         }
     }
 
@@ -76,6 +79,32 @@ impl ConnState {
             )),
             since => Some((at(since, opts.header_read_timeout), Expiry::HeaderRead)),
         }
+    }
+
+    /// Between two HTTP/1 requests with nothing moving: no request in flight, no byte
+    /// of a new head read, no write waiting for the socket.
+    pub(super) fn parkable(&self) -> bool {
+        self.write_blocked_since.load(Ordering::Acquire) == NONE
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_since.load(Ordering::Acquire) == NONE
+            && !self.is_h2.load(Ordering::Relaxed)
+    }
+
+    /// When an idle connection is to be parked (`after` its last response), if it is.
+    pub(super) fn park_at(&self, after: Duration) -> Option<Instant> {
+        let idle_since = self.idle_since.load(Ordering::Acquire);
+        self.parkable()
+            .then(|| self.born + Duration::from_millis(idle_since) + after)
+    }
+
+    pub(super) fn io_count(&self) -> u64 {
+        self.io_count.load(Ordering::Acquire)
+    }
+
+    /// A read or write moved bytes. One writer: a load and a store, no locked RMW.
+    fn moved(&self) {
+        let n = self.io_count.load(Ordering::Relaxed);
+        self.io_count.store(n.wrapping_add(1), Ordering::Release);
     }
 
     /// No request is in flight and the connection is not HTTP/2: whatever hyper writes
@@ -145,6 +174,7 @@ impl AsyncRead for Watched {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.state.on_bytes();
+            self.state.moved();
         }
         poll
     }
@@ -152,8 +182,11 @@ impl AsyncRead for Watched {
 
 impl Watched {
     /// Starts or stops the send clock from the outcome of a write.
-    fn on_write<T>(&self, poll: &Poll<io::Result<T>>) {
+    fn on_write(&self, poll: &Poll<io::Result<usize>>) {
         let blocked = &self.state.write_blocked_since;
+        if matches!(poll, Poll::Ready(Ok(n)) if *n > 0) {
+            self.state.moved();
+        }
         match poll {
             Poll::Pending => {
                 if blocked.load(Ordering::Relaxed) == NONE {

@@ -115,7 +115,14 @@ impl Gateway {
         dir: std::sync::Arc<tempfile::TempDir>,
         text: &str,
     ) -> Result<Gateway, authgate::Error> {
-        let config = Config::parse(text, dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
+        let mut config = Config::parse(text, dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
+        // Runs any suite with another park delay (`AUTHGATE_TEST_PARK_AFTER=0s` parks
+        // every idle connection at once), whatever its own config says.
+        if let Some(after) = std::env::var_os("AUTHGATE_TEST_PARK_AFTER") {
+            let after = after.to_str().expect("AUTHGATE_TEST_PARK_AFTER is UTF-8");
+            config.limits.park_after =
+                humantime::parse_duration(after).expect("AUTHGATE_TEST_PARK_AFTER is a duration");
+        }
         // Opening the store first surfaces a bad state file as an error of its own.
         authgate::state::StateHandle::open(authgate::open_store(&config)?).await?;
         let listeners = Listeners {

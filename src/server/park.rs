@@ -1,0 +1,390 @@
+//! Parked idle connections: a plain-TCP HTTP/1.1 keep-alive connection between two
+//! requests holds no hyper state and no buffer until its next byte arrives.
+//!
+//! hyper keeps an 8 KiB read buffer reserved while it waits for the next request and
+//! its write buffer for the connection's life. Parking gives both back, as nginx does
+//! at every keep-alive cycle (`ngx_http_set_keepalive`):
+//!
+//! 1. **When**: the connection is idle — no request in flight, no byte of a new head
+//!    read, no write waiting for the socket, HTTP/1 — for `limits.park_after`
+//!    (checked by the connection's watchdog, which then looks again at least every
+//!    `park_after`), or at once, right after the poll that left it idle, when
+//!    `park_after` is 0 or the listener holds more than `limits.park_at_once_above`
+//!    connections (there memory counts more than the cost of a new hyper connection
+//!    per request).
+//! 2. **How**: `graceful_shutdown` on an idle hyper connection closes it without
+//!    writing anything (`Conn::disable_keep_alive` with `KA::Idle`), so the next poll of
+//!    `poll_without_shutdown` ends it at once, with no I/O, and `into_parts` hands back
+//!    the socket and the bytes hyper read but had not parsed. If that poll moved any
+//!    byte, or did not end the connection, hyper was not idle after all (the end of a
+//!    response still going out): the connection is not parked, it closes after its
+//!    exchange, as it would at a graceful shutdown.
+//! 3. **Parked**: the task holds the socket, its watchdog state and the service, and
+//!    waits for the socket to become readable, for the idle clock
+//!    (`limits.idle_timeout`, still counted from the last response), for the drain
+//!    (which closes a parked connection at once) or the forced stop.
+//! 4. **Unparked**: a new hyper connection is built on the socket, replaying the
+//!    unread bytes first. Bytes already read (pipelined requests, part of a head) mean
+//!    the connection was never idle for the head clock: it is rebuilt at once, and the
+//!    head clock, started when those bytes arrived, keeps running.
+//!
+//! Not parked: TLS connections (rustls may hold decrypted bytes the socket's readiness
+//! does not announce), HTTP/2 connections (its connection state is the protocol's),
+//! and the connection's first request (nothing to give back yet).
+//!
+//! hyper-util's auto builder (HTTP/1.1 or HTTP/2, sniffed) has no `into_parts`, so on
+//! plain TCP the protocol is chosen here: a connection whose first four bytes are
+//! `PRI ` (the HTTP/2 preface) is HTTP/2 with prior knowledge, any other HTTP/1.1.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::head_limit::{self, Answering};
+use super::proxy_protocol::Rewound;
+use super::watchdog::{ConnState, Expiry, Watched};
+use super::{Lifecycle, ServeOptions};
+
+/// The first bytes of the HTTP/2 connection preface that tell it from any HTTP/1 method.
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// When idle HTTP/1.1 connections are parked (`limits.park_after`,
+/// `limits.park_at_once_above`).
+#[derive(Debug, Clone)]
+pub struct Parking {
+    /// Idle this long, a connection is parked; 0 parks at once.
+    pub after: Duration,
+    /// Above this many open connections on the listener, idle ones park at once.
+    pub at_once_above: usize,
+    /// Connections parked now.
+    pub parked: Option<metrics::Gauge>,
+}
+
+/// The connection builders of one listener.
+#[derive(Debug)]
+pub(super) struct Protocols {
+    /// TLS connections: HTTP/1.1 or HTTP/2 (ALPN or prior knowledge) read through rustls.
+    pub(super) auto: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// The listener's connection permits, whose use tells how many connections are open.
+    permits: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl Protocols {
+    pub(super) fn new(opts: &ServeOptions, permits: Arc<Semaphore>) -> Protocols {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        configure_http1(&mut auto.http1(), opts);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(head_limit::h2_max_header_list_size(opts.max_header_bytes));
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(opts.max_header_bytes);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(head_limit::h2_max_header_list_size(opts.max_header_bytes));
+        Protocols {
+            auto,
+            http1,
+            http2,
+            permits,
+            max_connections: opts.max_connections,
+        }
+    }
+
+    fn open_connections(&self) -> usize {
+        self.max_connections
+            .saturating_sub(self.permits.available_permits())
+    }
+}
+
+fn configure_http1(b: &mut auto::Http1Builder<'_, TokioExecutor>, opts: &ServeOptions) {
+    b.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(opts.max_header_bytes);
+}
+
+type PlainIo = Answering<Rewound<Watched>>;
+
+/// Serves a plain-TCP connection: sniffs HTTP/2 prior knowledge, else serves HTTP/1.1,
+/// parking it whenever it is idle.
+pub(super) async fn serve_plain<S>(
+    io: Rewound<Watched>,
+    service: S,
+    peer: SocketAddr,
+    state: &Arc<ConnState>,
+    protocols: &Protocols,
+    opts: &ServeOptions,
+    life: &Lifecycle,
+) where
+    S: HttpService<Incoming> + Clone + Unpin + Send + 'static,
+    S::Future: Unpin + Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
+    S::Error: Into<super::BoxError>,
+{
+    // Each stage is boxed: the task's future is as large as its largest stage, and
+    // a parked connection is only in the smallest (`wait_parked`).
+    let Some((start, mut watched)) = Box::pin(sniff(io, peer, state, opts, life)).await else {
+        return;
+    };
+    if start.starts_with(H2_PREFACE_START) {
+        let io = TokioIo::new(Answering::new(Rewound::new(start, watched), state.clone()));
+        let mut conn = Box::pin(protocols.http2.serve_connection(io, service));
+        Box::pin(super::watch(conn.as_mut(), peer, state, opts, life)).await;
+        return;
+    }
+    let mut unread = start;
+    loop {
+        let io = TokioIo::new(Answering::new(Rewound::new(unread, watched), state.clone()));
+        let conn = Box::new(protocols.http1.serve_connection(io, service.clone()));
+        match Box::pin(drive(conn, peer, state, protocols, opts, life)).await {
+            Some((io, rest)) => (unread, watched) = (rest, io),
+            None => return,
+        }
+        if unread.is_empty() && !wait_parked(&watched, peer, state, opts, life).await {
+            // Closed while parked: nothing was said on it since the last response.
+            let _ = watched.inner.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Reads the connection's first bytes, up to the four that tell HTTP/2's preface from an
+/// HTTP/1 request, under the head clock. `None`: closed.
+async fn sniff(
+    mut io: Rewound<Watched>,
+    peer: SocketAddr,
+    state: &ConnState,
+    opts: &ServeOptions,
+    life: &Lifecycle,
+) -> Option<(Bytes, Watched)> {
+    let mut buf = BytesMut::with_capacity(H2_PREFACE_START.len());
+    let read = async {
+        while buf.len() < H2_PREFACE_START.len() && H2_PREFACE_START.starts_with(&buf) {
+            if io.read_buf(&mut buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+        Some(())
+    };
+    let deadline = state
+        .deadline(opts)
+        .map_or_else(|| Instant::now() + opts.header_read_timeout, |(at, _)| at);
+    tokio::select! {
+        read = read => read?,
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::debug!(%peer, "request head not received in time; closing");
+            if let Some(c) = &opts.closed_header_timeout { c.increment(1) }
+            return None;
+        }
+        // Nothing was asked yet: a drain closes the connection as hyper would.
+        () = life.shutdown.cancelled() => return None,
+        () = life.force.cancelled() => return None,
+    }
+    let (rest, watched) = io.into_inner();
+    if !rest.is_empty() {
+        // Bytes read past a PROXY header, beyond the four looked at.
+        buf.extend_from_slice(&rest);
+    }
+    Some((buf.freeze(), watched))
+}
+
+/// How one hyper HTTP/1.1 connection ended.
+enum Ended {
+    /// hyper closed it, or it failed: the socket is done.
+    Closed,
+    /// Parked: the socket and the bytes read from it that hyper did not parse.
+    Parked,
+}
+
+/// Drives one hyper connection like [`super::watch`] (same clocks, same drain), and
+/// parks it when it is idle. `Some`: the socket and its unread bytes, to park.
+async fn drive<S>(
+    mut conn: Box<http1::Connection<TokioIo<PlainIo>, S>>,
+    peer: SocketAddr,
+    state: &ConnState,
+    protocols: &Protocols,
+    opts: &ServeOptions,
+    life: &Lifecycle,
+) -> Option<(Watched, Bytes)>
+where
+    S: HttpService<Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
+    S::Error: Into<super::BoxError>,
+{
+    let park = &opts.park;
+    let mut closing = false;
+    let ended = loop {
+        let deadline = if closing { None } else { state.deadline(opts) };
+        let park_at = if closing {
+            None
+        } else {
+            state.park_at(park.after)
+        };
+        let mut look_again = opts.shortest_clock();
+        if !park.after.is_zero() {
+            look_again = look_again.min(park.after);
+        }
+        let look_again = Instant::now() + look_again;
+        let wake_at = [deadline.map(|(at, _)| at), park_at]
+            .into_iter()
+            .flatten()
+            .fold(look_again, Instant::min);
+        let at_once = park.after.is_zero() || protocols.open_connections() > park.at_once_above;
+        tokio::select! {
+            // The connection, or `None` when a poll left it idle and it parks at once.
+            polled = poll_fn(|cx| match conn.poll_without_shutdown(cx) {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending if !closing && at_once && state.parkable() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }) => match polled {
+                Some(Ok(())) => break Ended::Closed,
+                Some(Err(e)) => {
+                    // hyper shuts a connection down before reporting the error it
+                    // answered (a 431); after any other, the shutdown fails at once.
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    break Ended::Closed;
+                }
+                None => match try_park(&mut conn, state).await {
+                    Some(ended) => break ended,
+                    None => closing = true,
+                },
+            },
+            () = tokio::time::sleep_until(wake_at), if !closing => {
+                let now = Instant::now();
+                match state.deadline(opts).filter(|(at, _)| *at <= now) {
+                    Some((_, Expiry::HeaderRead)) => {
+                        tracing::debug!(%peer, "request head not received in time; closing");
+                        if let Some(c) = &opts.closed_header_timeout { c.increment(1) }
+                        return None;
+                    }
+                    Some((_, Expiry::Send)) => {
+                        tracing::debug!(%peer, "client stopped reading; closing");
+                        if let Some(c) = &opts.closed_send_timeout { c.increment(1) }
+                        return None;
+                    }
+                    Some((_, Expiry::Idle)) => {
+                        if let Some(c) = &opts.closed_idle { c.increment(1) }
+                        closing = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                    None => {
+                        if state.park_at(park.after).is_some_and(|at| at <= now) {
+                            match try_park(&mut conn, state).await {
+                                Some(ended) => break ended,
+                                None => closing = true,
+                            }
+                        }
+                    }
+                }
+            }
+            () = life.shutdown.cancelled(), if !closing => {
+                closing = true;
+                Pin::new(&mut *conn).graceful_shutdown();
+            }
+            () = life.force.cancelled() => return None,
+        }
+    };
+    let parts = conn.into_parts();
+    let mut answering = parts.io.into_inner();
+    match ended {
+        Ended::Parked => {
+            let (prefix, watched) = answering.into_inner().into_inner();
+            // hyper's bytes came before the prefix's rest. An empty read buffer still
+            // holds hyper's 8 KiB allocation: it is dropped here.
+            let unread = match (parts.read_buf.is_empty(), prefix.is_empty()) {
+                (true, _) => prefix,
+                (false, true) => Bytes::copy_from_slice(&parts.read_buf),
+                (false, false) => [&parts.read_buf[..], &prefix[..]].concat().into(),
+            };
+            Some((watched, unread))
+        }
+        Ended::Closed => {
+            // What hyper's own shutdown would have done (the gateway's 431 included).
+            // Bounded like any write: a client that stopped reading is not waited for.
+            let _ = tokio::select! {
+                r = answering.shutdown() => r,
+                () = tokio::time::sleep(opts.send_timeout) => Ok(()),
+                () = life.force.cancelled() => Ok(()),
+            };
+            None
+        }
+    }
+}
+
+/// Asks an idle connection to end and checks that it ended at once, with no I/O.
+/// `None`: hyper was not idle; the connection closes after its exchange.
+async fn try_park<S>(
+    conn: &mut http1::Connection<TokioIo<PlainIo>, S>,
+    state: &ConnState,
+) -> Option<Ended>
+where
+    S: HttpService<Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
+    S::Error: Into<super::BoxError>,
+{
+    let moved = state.io_count();
+    Pin::new(&mut *conn).graceful_shutdown();
+    match poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
+        Poll::Ready(Ok(())) if state.io_count() == moved => Some(Ended::Parked),
+        Poll::Ready(_) => Some(Ended::Closed),
+        Poll::Pending => None,
+    }
+}
+
+/// Waits, holding no buffer, until the parked socket is readable (`true`), or closes
+/// it: idle timeout, drain, forced stop.
+async fn wait_parked(
+    watched: &Watched,
+    peer: SocketAddr,
+    state: &ConnState,
+    opts: &ServeOptions,
+    life: &Lifecycle,
+) -> bool {
+    let idle_until = match state.deadline(opts) {
+        Some((at, Expiry::Idle)) => at,
+        // Parked only when idle; anything else is not a connection to keep.
+        _ => return false,
+    };
+    if let Some(g) = &opts.park.parked {
+        g.increment(1.0);
+    }
+    let unparked = tokio::select! {
+        ready = watched.inner.readable() => ready.is_ok(),
+        () = tokio::time::sleep_until(idle_until) => {
+            tracing::trace!(%peer, "parked connection idle too long; closing");
+            if let Some(c) = &opts.closed_idle { c.increment(1) }
+            false
+        }
+        () = life.shutdown.cancelled() => false,
+        () = life.force.cancelled() => false,
+    };
+    if let Some(g) = &opts.park.parked {
+        g.decrement(1.0);
+    }
+    unparked
+}
