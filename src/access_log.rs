@@ -293,12 +293,16 @@ fn number(n: u64, out: &mut Vec<u8>) {
 fn millis(ms: f64, out: &mut Vec<u8>) {
     let micros = (ms * 1000.0).round().max(0.0) as u64;
     number(micros / 1000, out);
-    let frac = micros % 1000;
+    thousandths((micros % 1000) as u16, out);
+}
+
+/// `.nnn`: `n` (below 1,000) as three decimals.
+fn thousandths(n: u16, out: &mut Vec<u8>) {
     out.extend_from_slice(&[
         b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
     ]);
 }
 
@@ -354,14 +358,8 @@ fn timestamp(time: SystemTime, out: &mut Vec<u8>) {
         prefix
     });
     out.extend_from_slice(&prefix);
-    let ms = since.subsec_millis();
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (ms / 100) as u8,
-        b'0' + (ms / 10 % 10) as u8,
-        b'0' + (ms % 10) as u8,
-        b'Z',
-    ]);
+    thousandths(since.subsec_millis() as u16, out);
+    out.push(b'Z');
 }
 
 /// `time client "METHOD path proto" status bytes_in bytes_out duration_ms key=value…`

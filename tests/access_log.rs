@@ -6,15 +6,27 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
 use serde_json::Value;
-use support::process::{await_listening, signal, terminate_and_wait, write_config};
+use support::process::{await_listening, signal, terminate_and_wait, write_config, Listening};
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+/// The real binary serving the config of `write_config(dir, upstream, extra)`.
+fn serve(dir: &Path, upstream: std::net::SocketAddr, extra: &str) -> (Child, Listening) {
+    let config = write_config(dir, upstream, extra);
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let at = await_listening(&mut child, "gateway");
+    (child, at)
+}
 
 /// The lines of the log file once it holds at least `n` (the writer is asynchronous).
 async fn lines(path: &Path, n: usize) -> Vec<Value> {
@@ -74,13 +86,7 @@ async fn every_request_gets_one_line_with_its_fields_and_no_secret() {
         "{}access_log: {{ target: access.log, format: json }}\ntrusted_proxies: [\"127.0.0.2/32\"]\n",
         admin_yaml()
     );
-    let config = write_config(dir.path(), up.addr, &extra);
-    let mut child = Command::new(BIN)
-        .args(["serve", "-c", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let at = await_listening(&mut child, "gateway");
+    let (child, at) = serve(dir.path(), up.addr, &extra);
     let proxy = |p: &str| format!("http://{}{p}", at.proxy);
     let admin = |p: &str| format!("http://{}{p}", at.admin);
 
@@ -397,13 +403,7 @@ async fn report_mode_logs_each_would_be_refusal_and_the_previous_token_by_its_id
         "{}access_log: {{ target: access.log, format: json }}\n",
         admin_yaml()
     );
-    let config = write_config(dir.path(), up.addr, &extra);
-    let mut child = Command::new(BIN)
-        .args(["serve", "-c", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let at = await_listening(&mut child, "gateway");
+    let (child, at) = serve(dir.path(), up.addr, &extra);
     let proxy = |p: &str| format!("http://{}{p}", at.proxy);
     let approver = format!("Bearer {}", keys().approver);
     let admin = |method: &str, p: &str, body: &str| {
