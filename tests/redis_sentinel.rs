@@ -514,6 +514,7 @@ async fn a_primary_behind_the_replicas_is_taken_whole_and_the_next_change_is_in_
             || async {
                 r.batch(Some(&t2)).await == StatusCode::UNAUTHORIZED
                     && r.batch(Some(&t1)).await == StatusCode::OK
+                    && acked(&cluster.redis, &r.name) == Some(r1)
             },
         )
         .await;
@@ -530,6 +531,15 @@ async fn a_primary_behind_the_replicas_is_taken_whole_and_the_next_change_is_in_
             );
         }
         assert_eq!(r.batch(Some(&t3)).await, StatusCode::OK, "{}", r.name);
+    }
+}
+
+/// The revision `replica` acknowledged in Redis. One above Redis's revision would let
+/// the next writer take the reused number as in force on that replica before it is.
+fn acked(redis: &Redis, replica: &str) -> Option<u64> {
+    match redis.cmd(&["HGET", "{authgate}:acks", replica]) {
+        ::redis::Value::BulkString(bytes) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
+        _ => None,
     }
 }
 

@@ -3,7 +3,8 @@
 -- revision: a stale replica cannot keep serving by renewing.
 -- KEYS: epoch, rev, leases, acks; ARGV: replica, epoch, applied revision, lease_ms,
 --       acked channel
--- Returns {'ok', deadline_ms, rev}, {'behind', rev}, {'epoch', epoch} or {'noepoch'}.
+-- Returns {'ok', deadline_ms, rev}, {'behind', rev}, {'ahead', rev}, {'epoch', epoch}
+-- or {'noepoch'}.
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   return {'noepoch'}
@@ -12,12 +13,20 @@ if epoch ~= ARGV[2] then
   return {'epoch', epoch}
 end
 local applied = tonumber(ARGV[3])
+local rev = tonumber(redis.call('GET', KEYS[2]) or '0')
+if applied > rev then
+  -- The replica applied revisions Redis no longer holds (a failover lost them): those
+  -- numbers will be reused by other changes, so an ack of them would tell the next
+  -- writer a change is in force where it is not. Forget the ack; no lease; it resyncs.
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  return {'ahead', rev}
+end
+-- Acks only grow, except one left above the revision by such a failover.
 local previous = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '-1')
-if applied > previous then
+if applied > previous or previous > rev then
   redis.call('HSET', KEYS[4], ARGV[1], applied)
   redis.call('PUBLISH', ARGV[5], ARGV[1] .. ' ' .. applied)
 end
-local rev = tonumber(redis.call('GET', KEYS[2]) or '0')
 if applied < rev then
   return {'behind', rev}
 end

@@ -255,7 +255,7 @@ async fn renew(inner: &Inner, handle: &Weak<StateHandle>, local: &mut Local) -> 
         };
         crate::metrics::renewal(matches!(reply, RenewReply::Renewed { .. }));
         match reply {
-            RenewReply::Renewed { current } if current < local.state.revision => {
+            RenewReply::Ahead { current } => {
                 // Redis holds fewer revisions than we applied: a promoted replica that
                 // missed the newest changes. Take its state whole.
                 inner.fence.close();

@@ -275,6 +275,9 @@ pub(super) enum RenewReply {
     Renewed { current: u64 },
     /// Acknowledged, but not renewed: the replica is behind `current`.
     Behind { current: u64 },
+    /// Not acknowledged (any earlier ack forgotten) and not renewed: the replica holds
+    /// revisions beyond Redis's `current`, which a failover lost.
+    Ahead { current: u64 },
     /// Not renewed: Redis is on another epoch.
     OtherEpoch { epoch: String },
     /// Redis holds no epoch.
@@ -291,6 +294,7 @@ impl RenewReply {
                 RenewReply::Renewed { current: f.int()? }
             }
             "behind" => RenewReply::Behind { current: f.int()? },
+            "ahead" => RenewReply::Ahead { current: f.int()? },
             "epoch" => RenewReply::OtherEpoch { epoch: f.text()? },
             "noepoch" => RenewReply::NoEpoch,
             other => return Err(f.unknown(other)),

@@ -159,7 +159,7 @@ fn log_entries_carry_their_revision_from_the_stream_id() {
 }
 
 #[test]
-fn a_renewal_decodes_its_four_outcomes() {
+fn a_renewal_decodes_its_five_outcomes() {
     let decode = |items| RenewReply::decode(array(items)).unwrap();
     assert_eq!(
         decode(vec![s("ok"), Value::Int(5_000), Value::Int(8)]),
@@ -168,6 +168,10 @@ fn a_renewal_decodes_its_four_outcomes() {
     assert_eq!(
         decode(vec![s("behind"), Value::Int(9)]),
         RenewReply::Behind { current: 9 }
+    );
+    assert_eq!(
+        decode(vec![s("ahead"), Value::Int(3)]),
+        RenewReply::Ahead { current: 3 }
     );
     assert_eq!(
         decode(vec![s("epoch"), s("e2")]),
