@@ -90,7 +90,14 @@ impl AccessLogger {
             AccessLogTarget::Off => return Ok(None),
             AccessLogTarget::Stdout => Box::new(io::stdout()),
             AccessLogTarget::Stderr => Box::new(io::stderr()),
-            AccessLogTarget::File(path) => Box::new(Reopening::open(path.clone(), reopen.clone())?),
+            AccessLogTarget::File(path) => {
+                Box::new(Reopening::open(path.clone(), reopen.clone()).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("access_log.target: cannot open {}: {e}", path.display()),
+                    )
+                })?)
+            }
         };
         Ok(Some(AccessLogger::with_sink(sink, config.format, reopen)))
     }

@@ -26,6 +26,7 @@
 //! - [`sample_backend`]: an in-memory stand-in for the legacy profile service.
 //! - [`demo`]: `authgate demo`, the gateway and the sample backend together.
 //! - [`probe`]: `authgate probe URL`, a plain-HTTP health check for containers.
+//! - [`upgrade`]: SIGUSR2, handing the listening sockets and the state to a new binary.
 //!
 //! [`run`] takes already-bound [`Listeners`] and a shutdown future, so tests bind port 0
 //! and read the addresses before starting it.
@@ -47,6 +48,7 @@ pub mod server;
 pub mod state;
 pub mod time;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use std::future::Future;
@@ -96,14 +98,16 @@ pub struct Listeners {
     pub status: Option<TcpListener>,
 }
 
+/// A listening socket on `addr`; the error names the address.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
 impl Listeners {
     /// Binds the addresses in `config.listen`.
     pub async fn bind(config: &Config) -> io::Result<Listeners> {
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-        };
         Ok(Listeners {
             proxy: bind(config.listen.proxy).await?,
             admin: bind(config.listen.admin).await?,
@@ -142,7 +146,7 @@ pub async fn run(
 }
 
 /// What the binary adds to [`run`]: the file reloads re-read, the trigger that starts
-/// one (SIGHUP), and how a reload changes the log level.
+/// one (SIGHUP), how a reload changes the log level, and the upgrade (SIGUSR2).
 #[derive(Default)]
 pub struct RunOptions {
     /// The config file (`serve -c`); `None`: reloads re-read only the TLS files.
@@ -150,6 +154,10 @@ pub struct RunOptions {
     /// Fired on SIGHUP: reload (see [`live`]).
     pub reload: tls::ReloadTrigger,
     pub log_level: Option<live::LogLevelSetter>,
+    /// Fired on SIGUSR2: hand over to a new process (see [`upgrade`]); `None`: never.
+    pub upgrade: Option<tls::ReloadTrigger>,
+    /// This process was started by an upgrade: the rest of its hand-over.
+    pub hand_over: Option<upgrade::HandOver>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -162,18 +170,33 @@ impl std::fmt::Debug for RunOptions {
 
 /// [`run`], reloading the config each time `options.reload` fires.
 pub async fn run_with(
-    config: Config,
+    mut config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-    options: RunOptions,
+    mut options: RunOptions,
 ) -> Result<(), Error> {
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
     }
     let prometheus = metrics::install();
-    // File store: one writer per file, for as long as this process runs.
-    let _state_lock = match &config.state {
-        config::State::File { path } => Some(state::lock::acquire(path)?),
+    let alternate = options
+        .hand_over
+        .as_ref()
+        .is_some_and(|h| h.alternate_replica);
+    if let config::State::Redis(redis) = &mut config.state {
+        redis.replica = upgrade::replica_name(&redis.replica, alternate);
+    }
+    let sockets = match options.upgrade {
+        Some(_) => Some(upgrade::Sockets::of(&listeners)?),
+        None => None,
+    };
+    if let Some(hand_over) = &mut options.hand_over {
+        hand_over.take_state().await?;
+    }
+    // File store: one writer per file, for as long as this process runs (lent to an
+    // upgrade's new process).
+    let state_lock = match &config.state {
+        config::State::File { path } => Some(Arc::new(state::lock::Held::acquire(path)?)),
         config::State::Redis(_) => None,
     };
     let state = Arc::new(StateHandle::open(open_store(&config)?).await?);
@@ -201,7 +224,7 @@ pub async fn run_with(
     ));
     let admin = Arc::new(Admin::new(
         live.clone(),
-        state,
+        state.clone(),
         readiness.clone(),
         prometheus.clone(),
     ));
@@ -243,9 +266,44 @@ pub async fn run_with(
     let upkeep = tokio::spawn(upkeep(prometheus, access_log.clone()));
     let log_upkeep = access_log.map(|log| tokio::spawn(log.maintain()));
     let reloader = tokio::spawn(reload_on(options.reload, live.clone()));
+    match options.hand_over {
+        Some(hand_over) => {
+            // Redis: serve protected routes before the old process stops (its first
+            // renewal); a Redis that cannot be reached fences the old process too.
+            let wait = live
+                .current()
+                .config
+                .shutdown_timeout
+                .min(upgrade::TIMEOUT / 2);
+            if tokio::time::timeout(wait, state.confirmed()).await.is_err() {
+                tracing::warn!("upgrade: the shared state is not confirmed yet; serving fenced");
+            }
+            hand_over.ready().await?;
+            tracing::info!(pid = std::process::id(), "upgrade: this process serves now");
+        }
+        None => upgrade::notify_systemd(&[sd_notify::NotifyState::Ready]),
+    }
     tracing::info!("gateway running");
 
-    shutdown.await;
+    let upgraded = CancellationToken::new();
+    let upgrader = match (options.upgrade, sockets) {
+        (Some(trigger), Some(sockets)) => Some(tokio::spawn(upgrade_on(
+            trigger,
+            sockets,
+            state.clone(),
+            state_lock,
+            !alternate,
+            upgraded.clone(),
+        ))),
+        _ => None,
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = upgraded.cancelled() => {}
+    }
+    if let Some(upgrader) = upgrader {
+        upgrader.abort();
+    }
     let shutdown_timeout = live.current().config.shutdown_timeout;
     tracing::info!(timeout = ?shutdown_timeout, "draining");
     readiness.start_draining();
@@ -287,6 +345,96 @@ async fn reload_on(reload: tls::ReloadTrigger, live: Arc<live::Reloader>) {
         let live = live.clone();
         // Problems are logged by the reload itself.
         let _ = tokio::task::spawn_blocking(move || live.reload("SIGHUP")).await;
+    }
+}
+
+/// Hands over to a new process each time `trigger` fires (SIGUSR2), until one serves;
+/// then cancels `upgraded`, and this process drains.
+async fn upgrade_on(
+    trigger: tls::ReloadTrigger,
+    sockets: upgrade::Sockets,
+    state: Arc<StateHandle>,
+    lock: Option<Arc<state::lock::Held>>,
+    alternate: bool,
+    upgraded: CancellationToken,
+) {
+    loop {
+        trigger.triggered().await;
+        match hand_over(&sockets, &state, lock.as_deref(), alternate).await {
+            Ok(pid) => {
+                tracing::info!(
+                    pid,
+                    "upgrade: the new process serves; this one stops accepting and drains"
+                );
+                upgraded.cancel();
+                return;
+            }
+            Err(why) => tracing::error!("upgrade failed: {why}; this process serves on"),
+        }
+    }
+}
+
+/// One hand-over ([`upgrade`]'s steps, this process's side); the new process's PID.
+async fn hand_over(
+    sockets: &upgrade::Sockets,
+    state: &StateHandle,
+    lock: Option<&state::lock::Held>,
+    alternate: bool,
+) -> Result<u32, String> {
+    use upgrade::Step;
+    let mut successor = upgrade::start(sockets, alternate).map_err(|e| e.to_string())?;
+    let pid = successor.child.id().unwrap_or_default();
+    tracing::info!(pid, "upgrade: started the new process");
+    let mut lent = false;
+    let steps = async {
+        loop {
+            match successor.next().await? {
+                Step::State if !lent => {
+                    if let Some(lock) = lock {
+                        state.freeze().await;
+                        lock.release();
+                    }
+                    lent = true;
+                    successor
+                        .released()
+                        .await
+                        .map_err(|e| format!("cannot answer the new process: {e}"))?;
+                }
+                Step::State => return Err("the new process asked for the state twice".to_string()),
+                Step::Ready => return Ok(()),
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(upgrade::TIMEOUT, steps)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the new process did not serve within {:?}",
+                upgrade::TIMEOUT
+            ))
+        });
+    match outcome {
+        Ok(()) => {
+            if lock.is_some() {
+                state.hand_over();
+            }
+            Ok(pid)
+        }
+        Err(why) => {
+            successor.kill().await;
+            if let (Some(lock), true) = (lock, lent) {
+                let back = match lock.retake() {
+                    Ok(()) => state.thaw().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("the state lock cannot be taken back: {e}")),
+                };
+                if let Err(e) = back {
+                    // Fail closed: the state may not be what this process holds.
+                    state.hand_over();
+                    return Err(format!("{why}; and {e}: changes and protected routes stay refused; restart this process"));
+                }
+            }
+            Err(why)
+        }
     }
 }
 

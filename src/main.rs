@@ -220,13 +220,24 @@ fn cluster_init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    // Started by an upgrade (SIGUSR2): take the sockets first, so a failure below is
+    // the old process's to see (the channel closes) and it serves on.
+    let inherited = authgate::upgrade::Inherited::receive()?;
     let config = Config::load(path)?;
     let log_level = init_logging(config.log.format, &config.log.level);
     let rt = runtime(config.runtime.worker_threads)?;
     rt.block_on(async {
         let reload = authgate::tls::ReloadTrigger::default();
         reload_on_sighup(reload.clone())?;
-        let listeners = Listeners::bind(&config).await?;
+        let upgrade = authgate::tls::ReloadTrigger::default();
+        upgrade_on_sigusr2(upgrade.clone())?;
+        let (listeners, hand_over) = match inherited {
+            Some(inherited) => {
+                let (listeners, hand_over) = inherited.listeners(&config).await?;
+                (listeners, Some(hand_over))
+            }
+            None => (Listeners::bind(&config).await?, None),
+        };
         tracing::info!(
             proxy = %listeners.proxy_addr()?,
             admin = %listeners.admin_addr()?,
@@ -238,6 +249,8 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             config_path: Some(path.to_path_buf()),
             reload,
             log_level: Some(log_level),
+            upgrade: Some(upgrade),
+            hand_over,
         };
         authgate::run_with(config, listeners, shutdown_signal(), options).await?;
         Ok(())
@@ -300,6 +313,20 @@ fn reload_on_sighup(reload: authgate::tls::ReloadTrigger) -> anyhow::Result<()> 
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received; reloading the config");
             reload.trigger();
+        }
+    });
+    Ok(())
+}
+
+/// Fires `upgrade` (hand the sockets to a new binary) on every SIGUSR2, whose default
+/// action would end the process.
+fn upgrade_on_sigusr2(upgrade: authgate::tls::ReloadTrigger) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr2 = signal(SignalKind::user_defined2()).context("cannot listen for SIGUSR2")?;
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            tracing::info!("SIGUSR2 received; upgrading: starting the binary again");
+            upgrade.trigger();
         }
     });
     Ok(())

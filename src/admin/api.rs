@@ -306,7 +306,7 @@ pub async fn apply(
 /// Logs a change the store refused or could not confirm, and what the caller is told.
 fn refused(e: StoreError, actor: &str, tenant: &str, action: &str) -> GatewayError {
     match &e {
-        StoreError::Conflict { .. } => {
+        StoreError::Conflict { .. } | StoreError::HandingOver => {
             tracing::info!(error = %e, %tenant, action, "state change refused")
         }
         // It did change: the audit log must say so, though the caller gets a 503.

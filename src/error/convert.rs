@@ -38,6 +38,7 @@ impl From<StoreError> for GatewayError {
         match e {
             StoreError::Conflict { current } => GatewayError::Conflict { current },
             StoreError::NotInitialised => GatewayError::StateNotInitialised,
+            StoreError::HandingOver => GatewayError::HandingOver,
             StoreError::Uncertain(_) => GatewayError::StateUncertain,
             StoreError::NotReplicated {
                 revision,

@@ -82,6 +82,9 @@ pub enum GatewayError {
     /// This replica's lease on the shared state ran out: it cannot vouch for tokens.
     #[error("the shared state is not confirmed")]
     Fenced,
+    /// An upgrade's new process is taking the state over; nothing changed.
+    #[error("handing over to the upgraded process")]
+    HandingOver,
     /// A TLS reload refused a listener's new certificate files; `message` says which and
     /// why (for the operator who named those files, so no secret is in it).
     #[error("TLS reload refused: {message}")]
@@ -204,6 +207,8 @@ impl GatewayError {
             GatewayError::StateUncertain => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "the state store did not answer in time; the change may still take effect: read the tenant before retrying").retry_after(),
             GatewayError::StateNotReplicated { revision, wanted, confirmed } => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", format!("the change was applied on the Redis primary (revision {revision}) but not confirmed on {wanted} Redis replica(s) ({confirmed} confirmed in time): it is in force, but a Redis failover could lose it. Read the tenant before retrying")).with("revision", *revision).retry_after(),
             GatewayError::Fenced => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "this gateway cannot confirm the current tokens (shared state unreachable); retry shortly").retry_after(),
+            // Closing: the retry's new connection reaches the new process.
+            GatewayError::HandingOver => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "this gateway is handing over to its upgraded binary; nothing changed; retry in a moment").retry_after().closing(),
             GatewayError::TlsReloadRefused { message } => Reply::new(S::UNPROCESSABLE_ENTITY, "tls_reload_refused", message.clone()),
             GatewayError::ConfigRefused { problems } => Reply::new(S::UNPROCESSABLE_ENTITY, "config_refused", format!("{} problem(s) in the config file; nothing changed, the running config stays in force", problems.len())).with("problems", problems.clone()),
             GatewayError::NotFound => Reply::new(S::NOT_FOUND, "not_found", "no such route"),

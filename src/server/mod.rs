@@ -272,11 +272,19 @@ async fn watch<C: GracefulConnection>(
     C::Error: std::fmt::Display,
 {
     let mut closing = false;
+    let mut draining = false;
     loop {
+        if draining && !closing && !state.head_arriving() {
+            closing = true;
+            conn.as_mut().graceful_shutdown();
+        }
         let deadline = if closing { None } else { state.deadline(opts) };
-        let look_again = Instant::now() + opts.shortest_clock();
+        let look_again = Instant::now() + drain_aware(opts.shortest_clock(), draining);
         let wake_at = deadline.map_or(look_again, |(at, _)| at.min(look_again));
         tokio::select! {
+            // The connection first: a drain's `graceful_shutdown` before hyper has read
+            // the bytes at hand (the sniffed preface) would close it unanswered.
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -303,12 +311,22 @@ async fn watch<C: GracefulConnection>(
                 }
                 None => {}
             },
-            () = life.shutdown.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
+            // Acted on at the top of the loop, once no request head is on its way.
+            () = life.shutdown.cancelled(), if !draining => draining = true,
             () = life.force.cancelled() => break,
         }
+    }
+}
+
+/// How often a draining connection waiting for a request head to arrive looks again.
+const DRAIN_LOOK: Duration = Duration::from_millis(20);
+
+/// The watch loop's longest sleep: `clock`, or [`DRAIN_LOOK`] while draining.
+fn drain_aware(clock: Duration, draining: bool) -> Duration {
+    if draining {
+        clock.min(DRAIN_LOOK)
+    } else {
+        clock
     }
 }
 

@@ -197,8 +197,9 @@ async fn sniff(
             if let Some(c) = &opts.closed_header_timeout { c.increment(1) }
             return None;
         }
-        // Nothing was asked yet: a drain closes the connection as hyper would.
-        () = life.shutdown.cancelled() => return None,
+        // Not on a drain: the client of a connection just accepted is sending its first
+        // request, which hyper serves (with `Connection: close`) on a connection that
+        // has not asked yet; closing it here would refuse it. The head clock bounds it.
         () = life.force.cancelled() => return None,
     }
     let (rest, watched) = io.into_inner();
@@ -236,14 +237,19 @@ where
 {
     let park = &opts.park;
     let mut closing = false;
+    let mut draining = false;
     let ended = loop {
+        if draining && !closing && !state.head_arriving() {
+            closing = true;
+            Pin::new(&mut *conn).graceful_shutdown();
+        }
         let deadline = if closing { None } else { state.deadline(opts) };
         let park_at = if closing {
             None
         } else {
             state.park_at(park.after)
         };
-        let mut look_again = opts.shortest_clock();
+        let mut look_again = super::drain_aware(opts.shortest_clock(), draining);
         if !park.after.is_zero() {
             look_again = look_again.min(park.after);
         }
@@ -254,6 +260,10 @@ where
             .fold(look_again, Instant::min);
         let at_once = park.after.is_zero() || protocols.open_connections() > park.at_once_above;
         tokio::select! {
+            // Biased, the connection first: hyper must have read the bytes at hand before
+            // a drain's `graceful_shutdown`, which closes a connection on which hyper has
+            // seen nothing yet, and the request waiting in `unread` with it.
+            biased;
             // The connection, or `None` when a poll left it idle and it parks at once.
             polled = poll_fn(|cx| match conn.poll_without_shutdown(cx) {
                 Poll::Ready(result) => Poll::Ready(Some(result)),
@@ -300,10 +310,8 @@ where
                     }
                 }
             }
-            () = life.shutdown.cancelled(), if !closing => {
-                closing = true;
-                Pin::new(&mut *conn).graceful_shutdown();
-            }
+            // Acted on at the top of the loop, once no request head is on its way.
+            () = life.shutdown.cancelled(), if !draining => draining = true,
             () = life.force.cancelled() => return None,
         }
     };

@@ -107,6 +107,15 @@ impl ConnState {
         self.io_count.store(n.wrapping_add(1), Ordering::Release);
     }
 
+    /// A request head is on its way (the connection is new, or a byte of the next HTTP/1
+    /// request arrived) and not yet handed to the service: a drain waits for it rather
+    /// than close the connection under it (hyper's `graceful_shutdown` closes a
+    /// connection on which it has not seen a whole head).
+    pub(super) fn head_arriving(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_since.load(Ordering::Acquire) != NONE
+    }
+
     /// No request is in flight and the connection is not HTTP/2: whatever hyper writes
     /// now is hyper's own, not a handler's response.
     pub(super) fn between_http1_requests(&self) -> bool {

@@ -24,6 +24,8 @@ pub struct Fence {
     origin: Instant,
     /// Milliseconds since `origin`; 0 means fenced now.
     until_ms: AtomicU64,
+    /// Woken by every opening (a renewal: once per heartbeat, never per request).
+    opened: tokio::sync::Notify,
 }
 
 impl Default for Fence {
@@ -38,6 +40,18 @@ impl Fence {
         Fence {
             origin: Instant::now(),
             until_ms: AtomicU64::new(0),
+            opened: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Resolves once protected routes may be served (at once if they may now).
+    pub async fn opened(&self) {
+        loop {
+            let opened = self.opened.notified();
+            if !self.is_fenced() {
+                return;
+            }
+            opened.await;
         }
     }
 
@@ -57,6 +71,7 @@ impl Fence {
         let until = self.ms(sent + valid);
         self.until_ms.store(until, Ordering::Release);
         self.report();
+        self.opened.notify_waiters();
     }
 
     /// Refuse protected routes from now on (until the next renewal).

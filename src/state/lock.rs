@@ -5,7 +5,9 @@
 //! rename on every write, and a lock on a replaced inode guards nothing. A second
 //! gateway pointed at the same state file (a copy-pasted unit, a container started
 //! twice on one volume) fails at start instead of overwriting the first one's changes.
-//! The kernel drops the lock when the process ends, however it ends.
+//! The kernel drops the lock when the process ends, however it ends. An upgrade
+//! ([`crate::upgrade`]) lends it to the new process ([`Held::release`]) once this one
+//! takes no more changes, and takes it back if that process fails to start.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -18,6 +20,42 @@ use rustix::fs::{flock, FlockOperation};
 pub struct StateLock {
     _file: File,
     pub path: PathBuf,
+}
+
+/// The lock of one state file, held by this process, or lent out during an upgrade.
+#[derive(Debug)]
+pub struct Held {
+    state: PathBuf,
+    lock: std::sync::Mutex<Option<StateLock>>,
+}
+
+impl Held {
+    pub fn acquire(state: &Path) -> io::Result<Held> {
+        Ok(Held {
+            state: state.to_path_buf(),
+            lock: std::sync::Mutex::new(Some(acquire(state)?)),
+        })
+    }
+
+    /// Lets the lock go (to an upgrade's new process).
+    pub fn release(&self) {
+        self.slot().take();
+    }
+
+    /// Takes the lock back (the new process failed and has ended).
+    pub fn retake(&self) -> io::Result<()> {
+        let mut slot = self.slot();
+        if slot.is_none() {
+            *slot = Some(acquire(&self.state)?);
+        }
+        Ok(())
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<StateLock>> {
+        self.lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Takes the lock of `state` (creating its folder and the lock file if needed), or
@@ -66,5 +104,18 @@ mod tests {
         assert!(err.to_string().contains("state.json.lock"), "{err}");
         drop(first);
         acquire(&state).unwrap();
+    }
+
+    #[test]
+    fn a_released_lock_can_be_taken_by_another_and_retaken_once_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let held = Held::acquire(&state).unwrap();
+        held.release();
+        let other = acquire(&state).unwrap();
+        assert_eq!(held.retake().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        drop(other);
+        held.retake().unwrap();
+        acquire(&state).unwrap_err();
     }
 }

@@ -23,6 +23,7 @@ pub mod redis;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
@@ -268,6 +269,10 @@ pub enum StoreError {
         wanted: u64,
         confirmed: u64,
     },
+    /// This process is handing over to an upgraded binary (SIGUSR2) and takes no more
+    /// changes; nothing changed.
+    #[error("handing over to the upgraded process; nothing changed")]
+    HandingOver,
     #[error("state file {path}: {problem}")]
     Corrupt { path: String, problem: String },
     #[error("state file {path}: {source}")]
@@ -377,6 +382,12 @@ pub struct StateHandle {
     writer: tokio::sync::Mutex<()>,
     /// The tokens' last uses on this replica, carried from snapshot to snapshot.
     uses: LastUses,
+    /// Changes are refused ([`StoreError::HandingOver`]): an upgrade's new process is
+    /// taking the state over.
+    frozen: AtomicBool,
+    /// Protected routes are refused: the new process owns the state now, and may have
+    /// changed a token this one cannot see.
+    handed_over: AtomicBool,
 }
 
 impl StateHandle {
@@ -390,6 +401,8 @@ impl StateHandle {
             store,
             writer: tokio::sync::Mutex::new(()),
             uses,
+            frozen: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
         })
     }
 
@@ -407,6 +420,9 @@ impl StateHandle {
         if_match: Option<u64>,
     ) -> Result<(TenantState, Applied), StoreError> {
         let _writer = self.writer.lock().await;
+        if self.frozen.load(Ordering::Acquire) {
+            return Err(StoreError::HandingOver);
+        }
         let before = self.snapshot.load().state.tenant(cmd.tenant());
         let applied = self.store.apply(cmd, if_match).await?;
         if let Some(state) = &applied.state {
@@ -440,7 +456,42 @@ impl StateHandle {
 
     /// Whether protected routes must be refused now (one clock read; never I/O).
     pub fn fenced(&self) -> bool {
-        self.store.fence().is_some_and(Fence::is_fenced)
+        self.handed_over.load(Ordering::Relaxed) || self.store.fence().is_some_and(Fence::is_fenced)
+    }
+
+    /// Resolves once this replica may serve protected routes (at once for the file
+    /// store, which has no fence).
+    pub async fn confirmed(&self) {
+        if let Some(fence) = self.store.fence() {
+            fence.opened().await;
+        }
+    }
+
+    /// Refuses every change from now on, once the one being saved (if any) is.
+    pub async fn freeze(&self) {
+        let _writer = self.writer.lock().await;
+        self.frozen.store(true, Ordering::Release);
+    }
+
+    /// Takes changes again after [`freeze`](Self::freeze), from the store's state as it
+    /// is now (read whole: the process it was lent to might have changed it).
+    pub async fn thaw(&self) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        let state = self.store.load().await?;
+        if state != self.snapshot.load().state {
+            tracing::warn!(
+                revision = state.revision,
+                "the state changed while it was lent out; serving the stored one"
+            );
+            self.replace(state);
+        }
+        self.frozen.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Refuses protected routes for good: another process owns the state now.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
     }
 
     /// Starts the store's background work; see [`StateStore::start`].

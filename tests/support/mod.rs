@@ -313,6 +313,7 @@ pub fn have_tool(name: &str, version_arg: &str) -> bool {
 pub mod admin;
 pub mod haproxy;
 pub mod lenient;
+pub mod load;
 pub mod redis;
 pub mod relay;
 pub mod sentinel;
