@@ -199,7 +199,13 @@ pub async fn run_with(
         config::State::File { path } => Some(Arc::new(state::lock::Held::acquire(path)?)),
         config::State::Redis(_) => None,
     };
+    let store = upgrade::store_identity(&config.state);
     let state = Arc::new(StateHandle::open(open_store(&config)?).await?);
+    if options.hand_over.is_some() && state_lock.is_some() {
+        // Started by an upgrade: no change until the old process has stopped serving
+        // from its copy of the state (its `fenced`).
+        state.freeze().await;
+    }
     // Redis: the replica loop (sync, acknowledgements, lease); stopped after the drain.
     let sync_stop = CancellationToken::new();
     let sync = state.start(sync_stop.clone());
@@ -229,6 +235,18 @@ pub async fn run_with(
         prometheus.clone(),
     ));
 
+    if options.hand_over.is_some() {
+        // Redis: accept only once protected routes can be served (the first renewal);
+        // a Redis that cannot be reached fences the old process too.
+        let wait = live
+            .current()
+            .config
+            .shutdown_timeout
+            .min(upgrade::TIMEOUT / 2);
+        if tokio::time::timeout(wait, state.confirmed()).await.is_err() {
+            tracing::warn!("upgrade: the shared state is not confirmed yet; serving fenced");
+        }
+    }
     let proxy_life = lifecycle();
     let admin_life = lifecycle();
     let current = |pick: fn(&live::Live) -> Arc<ServeOptions>| {
@@ -266,34 +284,35 @@ pub async fn run_with(
     let upkeep = tokio::spawn(upkeep(prometheus, access_log.clone()));
     let log_upkeep = access_log.map(|log| tokio::spawn(log.maintain()));
     let reloader = tokio::spawn(reload_on(options.reload, live.clone()));
-    match options.hand_over {
+    let predecessor = match options.hand_over {
         Some(hand_over) => {
-            // Redis: serve protected routes before the old process stops (its first
-            // renewal); a Redis that cannot be reached fences the old process too.
-            let wait = live
-                .current()
-                .config
-                .shutdown_timeout
-                .min(upgrade::TIMEOUT / 2);
-            if tokio::time::timeout(wait, state.confirmed()).await.is_err() {
-                tracing::warn!("upgrade: the shared state is not confirmed yet; serving fenced");
-            }
-            hand_over.ready().await?;
+            let predecessor = hand_over.ready().await?;
+            state.unfreeze();
             tracing::info!(pid = std::process::id(), "upgrade: this process serves now");
+            Some(predecessor)
         }
-        None => upgrade::notify_systemd(&[sd_notify::NotifyState::Ready]),
-    }
+        None => {
+            upgrade::notify_systemd(&[sd_notify::NotifyState::Ready]);
+            None
+        }
+    };
     tracing::info!("gateway running");
 
     let upgraded = CancellationToken::new();
+    let upgrade_stop = CancellationToken::new();
     let upgrader = match (options.upgrade, sockets) {
         (Some(trigger), Some(sockets)) => Some(tokio::spawn(upgrade_on(
+            Upgrader {
+                sockets,
+                state: state.clone(),
+                lock: state_lock,
+                alternate: !alternate,
+                store,
+                predecessor,
+            },
             trigger,
-            sockets,
-            state.clone(),
-            state_lock,
-            !alternate,
             upgraded.clone(),
+            upgrade_stop.clone(),
         ))),
         _ => None,
     };
@@ -301,12 +320,20 @@ pub async fn run_with(
         () = shutdown => {}
         () = upgraded.cancelled() => {}
     }
-    if let Some(upgrader) = upgrader {
-        upgrader.abort();
-    }
+    // A hand-over in progress is settled (undone) before the drain, never cut short.
+    upgrade_stop.cancel();
+    let successor = match upgrader {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
     let shutdown_timeout = live.current().config.shutdown_timeout;
     tracing::info!(timeout = ?shutdown_timeout, "draining");
-    readiness.start_draining();
+    if successor.is_some() {
+        // The new process has the admin and status sockets too: stop taking them now.
+        admin_life.shutdown.cancel();
+    } else {
+        readiness.start_draining();
+    }
     drain(&proxy_life, shutdown_timeout).await;
     drain(&admin_life, Duration::from_secs(1)).await;
     upkeep.abort();
@@ -319,6 +346,8 @@ pub async fn run_with(
         log_upkeep.abort();
     }
     tracing::info!("stopped");
+    // Held to here: the new process reads this process's exit from the channel.
+    drop(successor);
     Ok(())
 }
 
@@ -348,47 +377,69 @@ async fn reload_on(reload: tls::ReloadTrigger, live: Arc<live::Reloader>) {
     }
 }
 
-/// Hands over to a new process each time `trigger` fires (SIGUSR2), until one serves;
-/// then cancels `upgraded`, and this process drains.
-async fn upgrade_on(
-    trigger: tls::ReloadTrigger,
+/// What an upgrade hands over, and to whom.
+struct Upgrader {
     sockets: upgrade::Sockets,
     state: Arc<StateHandle>,
     lock: Option<Arc<state::lock::Held>>,
+    /// The replica name the new process takes ([`upgrade::replica_name`]).
     alternate: bool,
+    store: String,
+    /// The process this one replaced, if it did: no upgrade until it has exited (two
+    /// at once would put two processes under one replica name).
+    predecessor: Option<upgrade::Predecessor>,
+}
+
+/// Hands over to a new process each time `trigger` fires (SIGUSR2), until one serves;
+/// then cancels `upgraded` and returns the new process's side, which this process holds
+/// until it exits. `stop` (this process stops) ends the wait, and settles a hand-over
+/// in progress first.
+async fn upgrade_on(
+    up: Upgrader,
+    trigger: tls::ReloadTrigger,
     upgraded: CancellationToken,
-) {
+    stop: CancellationToken,
+) -> Option<upgrade::Successor> {
     loop {
-        trigger.triggered().await;
-        match hand_over(&sockets, &state, lock.as_deref(), alternate).await {
-            Ok(pid) => {
+        tokio::select! {
+            () = trigger.triggered() => {}
+            () = stop.cancelled() => return None,
+        }
+        if !upgrade::Predecessor::gone(up.predecessor.as_ref()) {
+            tracing::error!("upgrade refused: the process this one replaced is still draining; send SIGUSR2 again once it has exited");
+            continue;
+        }
+        match hand_over(&up, &stop).await {
+            Ok(successor) => {
+                let pid = successor.child.id().unwrap_or_default();
                 tracing::info!(
                     pid,
                     "upgrade: the new process serves; this one stops accepting and drains"
                 );
                 upgraded.cancel();
-                return;
+                return Some(successor);
             }
             Err(why) => tracing::error!("upgrade failed: {why}; this process serves on"),
         }
     }
 }
 
-/// One hand-over ([`upgrade`]'s steps, this process's side); the new process's PID.
-async fn hand_over(
-    sockets: &upgrade::Sockets,
-    state: &StateHandle,
-    lock: Option<&state::lock::Held>,
-    alternate: bool,
-) -> Result<u32, String> {
+/// One hand-over ([`upgrade`]'s steps, this process's side).
+async fn hand_over(up: &Upgrader, stop: &CancellationToken) -> Result<upgrade::Successor, String> {
     use upgrade::Step;
-    let mut successor = upgrade::start(sockets, alternate).map_err(|e| e.to_string())?;
+    let (state, lock) = (&up.state, up.lock.as_deref());
+    let mut successor =
+        upgrade::start(&up.sockets, up.alternate, &up.store).map_err(|e| e.to_string())?;
     let pid = successor.child.id().unwrap_or_default();
     tracing::info!(pid, "upgrade: started the new process");
     let mut lent = false;
     let steps = async {
         loop {
-            match successor.next().await? {
+            let step = tokio::select! {
+                step = successor.next() => step?,
+                () = stop.cancelled() => return Err("this process was asked to stop during the hand-over".to_string()),
+            };
+            match step {
                 Step::State if !lent => {
                     if let Some(lock) = lock {
                         state.freeze().await;
@@ -401,7 +452,17 @@ async fn hand_over(
                         .map_err(|e| format!("cannot answer the new process: {e}"))?;
                 }
                 Step::State => return Err("the new process asked for the state twice".to_string()),
-                Step::Ready => return Ok(()),
+                Step::Ready => {
+                    // Step 5: stop serving from this copy, then let the new process take
+                    // changes.
+                    if lock.is_some() {
+                        state.hand_over();
+                    }
+                    return successor
+                        .fenced()
+                        .await
+                        .map_err(|e| format!("the new process went away at its last step: {e}"));
+                }
             }
         }
     };
@@ -413,29 +474,26 @@ async fn hand_over(
                 upgrade::TIMEOUT
             ))
         });
-    match outcome {
-        Ok(()) => {
-            if lock.is_some() {
-                state.hand_over();
-            }
-            Ok(pid)
+    let Err(why) = outcome else {
+        return Ok(successor);
+    };
+    // The new process took no change (it takes them only after `fenced` arrived).
+    successor.kill().await;
+    if let (Some(lock), true) = (lock, lent) {
+        let back = match lock.retake() {
+            Ok(()) => state.thaw().await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the state lock cannot be taken back: {e}")),
+        };
+        if let Err(e) = back {
+            // Fail closed: the state may not be what this process holds.
+            state.hand_over();
+            return Err(format!(
+                "{why}; and {e}: changes and protected routes stay refused; restart this process"
+            ));
         }
-        Err(why) => {
-            successor.kill().await;
-            if let (Some(lock), true) = (lock, lent) {
-                let back = match lock.retake() {
-                    Ok(()) => state.thaw().await.map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("the state lock cannot be taken back: {e}")),
-                };
-                if let Err(e) = back {
-                    // Fail closed: the state may not be what this process holds.
-                    state.hand_over();
-                    return Err(format!("{why}; and {e}: changes and protected routes stay refused; restart this process"));
-                }
-            }
-            Err(why)
-        }
+        state.resume();
     }
+    Err(why)
 }
 
 fn lifecycle() -> Lifecycle {

@@ -13,6 +13,12 @@ use authgate::{demo, sample_backend, Listeners};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// `--features mimalloc` only; glibc's allocator otherwise (BENCHMARKS.md, "The
+/// allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "authgate",

@@ -76,6 +76,9 @@ struct Header {
     /// The role of each socket, in the order they were sent.
     listeners: Vec<String>,
     alternate_replica: bool,
+    /// The store the old process serves ([`store_identity`]): the new one must serve
+    /// the same, or the two would answer from different states.
+    store: String,
 }
 
 /// The old process's copies of its listening sockets, taken before they are served.
@@ -115,7 +118,7 @@ pub enum Step {
 /// Starts the binary this process was started from (`argv[0]`: the file a package
 /// upgrade replaced, not the running image) with this process's arguments, and sends
 /// it the sockets (step 1).
-pub fn start(sockets: &Sockets, alternate_replica: bool) -> io::Result<Successor> {
+pub fn start(sockets: &Sockets, alternate_replica: bool, store: &str) -> io::Result<Successor> {
     let mut args = std::env::args_os();
     let program = args
         .next()
@@ -139,6 +142,7 @@ pub fn start(sockets: &Sockets, alternate_replica: bool) -> io::Result<Successor
     let header = Header {
         listeners: sockets.0.iter().map(|(role, _)| role.to_string()).collect(),
         alternate_replica,
+        store: store.to_string(),
     };
     let mut line = serde_json::to_vec(&header).map_err(io::Error::other)?;
     line.push(b'\n');
@@ -191,6 +195,11 @@ impl Successor {
         self.write.write_all(b"released\n").await
     }
 
+    /// Step 5: this process refuses protected routes now; the new one may take changes.
+    pub async fn fenced(&mut self) -> io::Result<()> {
+        self.write.write_all(b"fenced\n").await
+    }
+
     /// Why the channel closed: the exit status, if the process ended within a moment.
     async fn ended(&mut self) -> String {
         match tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await {
@@ -212,6 +221,7 @@ pub struct Inherited {
     channel: StdUnixStream,
     listeners: Vec<(String, std::net::TcpListener)>,
     alternate_replica: bool,
+    store: String,
 }
 
 impl Inherited {
@@ -266,12 +276,20 @@ impl Inherited {
                 .map(|(role, fd)| (role, std::net::TcpListener::from(fd)))
                 .collect(),
             alternate_replica: header.alternate_replica,
+            store: header.store,
         }))
     }
 
     /// The listeners for `config`: each inherited socket whose address `listen.*` still
     /// names (port 0 names any port), else a new one bound there. Needs the runtime.
     pub async fn listeners(mut self, config: &crate::Config) -> io::Result<(Listeners, HandOver)> {
+        let store = store_identity(&config.state);
+        if store != self.store {
+            return Err(io::Error::other(format!(
+                "state.*: this config names another store ({store}) than the running process serves ({}); an upgrade keeps the store, changing it needs a restart",
+                self.store
+            )));
+        }
         let mut take = |role: &str, wanted: SocketAddr| {
             let at = self.listeners.iter().position(|(r, l)| {
                 r == role && l.local_addr().is_ok_and(|addr| names(wanted, addr))
@@ -363,15 +381,69 @@ impl HandOver {
         }
     }
 
-    /// Step 4: serving (systemd learns the new main PID first, so the old process's
-    /// exit does not stop the service).
-    pub async fn ready(mut self) -> io::Result<()> {
+    /// Step 4: serving; then waits for step 5 (the old process refuses protected routes,
+    /// so changes may be taken here), and tells systemd the new main PID only then, when
+    /// the old process is committed to draining. The returned [`Predecessor`] tells when
+    /// the old process has exited.
+    pub async fn ready(mut self) -> io::Result<Predecessor> {
+        self.write.write_all(b"ready\n").await?;
+        match tokio::time::timeout(TIMEOUT, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) if line == "fenced" => {}
+            Ok(Ok(Some(line))) => {
+                return Err(io::Error::other(format!(
+                    "the old process answered {line:?} instead of handing over"
+                )))
+            }
+            Ok(Ok(None)) => {
+                return Err(io::Error::other(
+                    "the old process closed the hand-over channel before handing over",
+                ))
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(io::Error::other(
+                    "the old process did not hand over in time",
+                ))
+            }
+        }
         notify_systemd(&[
             sd_notify::NotifyState::MainPid(std::process::id()),
             sd_notify::NotifyState::Ready,
         ]);
-        self.write.write_all(b"ready\n").await?;
-        self.write.shutdown().await
+        let (gone, watch) = tokio::sync::watch::channel(false);
+        let mut lines = self.lines;
+        // The old process holds its end until it exits: end-of-file is its exit.
+        tokio::spawn(async move {
+            while let Ok(Some(_)) = lines.next_line().await {}
+            let _ = gone.send(true);
+        });
+        Ok(Predecessor(watch))
+    }
+}
+
+/// Whether the process this one was upgraded from has exited.
+#[derive(Debug, Clone)]
+pub struct Predecessor(tokio::sync::watch::Receiver<bool>);
+
+impl Predecessor {
+    /// None: this process was not started by an upgrade.
+    pub fn gone(predecessor: Option<&Predecessor>) -> bool {
+        predecessor.map_or(true, |p| *p.0.borrow())
+    }
+}
+
+/// What picks the store, for [`Header::store`]: the state file, or the Redis URL
+/// (without its password) and Sentinel master.
+pub fn store_identity(state: &crate::config::State) -> String {
+    match state {
+        crate::config::State::File { path } => format!("file {}", path.display()),
+        crate::config::State::Redis(redis) => {
+            let mut id = format!("redis {}", crate::config::redact_url(&redis.url));
+            if let Some(sentinel) = &redis.sentinel {
+                id.push_str(&format!(" sentinel {}", sentinel.master_name));
+            }
+            id
+        }
     }
 }
 

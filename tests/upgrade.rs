@@ -92,35 +92,15 @@ impl Upgrading {
     /// The next log line containing each of `needles`, in whichever order the
     /// processes write them.
     async fn lines(&self, needles: &[&'static str]) -> Vec<String> {
-        let log = self.log.clone();
-        let needles = needles.to_vec();
-        let found = tokio::task::spawn_blocking(move || {
-            let rx = log.lock().unwrap();
-            let echo = std::env::var_os("AUTHGATE_TEST_LOGS").is_some();
-            let mut found: Vec<Option<String>> = vec![None; needles.len()];
-            while found.iter().any(Option::is_none) {
-                let line = rx.recv_timeout(PATIENCE).map_err(|e| {
-                    format!("no line containing each of {needles:?} ({e}); found {found:?}")
-                })?;
-                if echo {
-                    eprintln!("[gateway] {line}");
-                }
-                if let Some(at) = needles
-                    .iter()
-                    .zip(&found)
-                    .position(|(needle, seen)| seen.is_none() && line.contains(needle))
-                {
-                    found[at] = Some(line);
-                }
-            }
-            Ok::<_, String>(found.into_iter().flatten().collect())
-        });
-        found.await.unwrap().unwrap_or_else(|e| panic!("{e}"))
+        log_lines(&self.log, needles).await
     }
 
     /// SIGUSR2 to the serving process; returns once the new one serves and the old one
     /// has exited 0. `in_flight` runs between the old one's drain starting and its exit.
-    async fn upgrade_with<F: std::future::Future<Output = ()>>(&mut self, in_flight: F) {
+    async fn upgrade_with<F: std::future::Future<Output = ()>>(
+        &mut self,
+        in_flight: impl FnOnce(u32) -> F,
+    ) {
         let old = self.pid;
         kill(old, "-USR2");
         let lines = self
@@ -131,7 +111,7 @@ impl Upgrading {
             .await;
         self.pid = value_after(&lines[0], "pid=").parse().unwrap();
         assert_ne!(self.pid, old);
-        in_flight.await;
+        in_flight(self.pid).await;
         let first = self.first.take();
         let status = tokio::task::spawn_blocking(move || match first {
             Some(mut child) => child.wait().unwrap().code(),
@@ -142,7 +122,7 @@ impl Upgrading {
     }
 
     async fn upgrade(&mut self) {
-        self.upgrade_with(async {}).await;
+        self.upgrade_with(|_| async {}).await;
     }
 
     /// SIGTERM to the serving process, which exits 0.
@@ -225,6 +205,38 @@ impl Drop for Upgrading {
                 .status();
         }
     }
+}
+
+/// The next log line containing each of `needles`, in whichever order the processes
+/// write them.
+async fn log_lines(
+    log: &Arc<Mutex<mpsc::Receiver<String>>>,
+    needles: &[&'static str],
+) -> Vec<String> {
+    let log = log.clone();
+    let needles = needles.to_vec();
+    let found = tokio::task::spawn_blocking(move || {
+        let rx = log.lock().unwrap();
+        let echo = std::env::var_os("AUTHGATE_TEST_LOGS").is_some();
+        let mut found: Vec<Option<String>> = vec![None; needles.len()];
+        while found.iter().any(Option::is_none) {
+            let line = rx.recv_timeout(PATIENCE).map_err(|e| {
+                format!("no line containing each of {needles:?} ({e}); found {found:?}")
+            })?;
+            if echo {
+                eprintln!("[gateway] {line}");
+            }
+            if let Some(at) = needles
+                .iter()
+                .zip(&found)
+                .position(|(needle, seen)| seen.is_none() && line.contains(needle))
+            {
+                found[at] = Some(line);
+            }
+        }
+        Ok::<_, String>(found.into_iter().flatten().collect())
+    });
+    found.await.unwrap().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn kill(pid: u32, signal: &str) {
@@ -313,7 +325,16 @@ async fn ten_upgrades_under_load_refuse_no_connection_and_lose_no_request_or_cha
     })
     .await
     .unwrap();
-    gw.upgrade_with(async move {
+    let log = gw.log.clone();
+    gw.upgrade_with(|new| async move {
+        // A second upgrade while the first old process still drains is refused: two
+        // processes would share one replica name.
+        kill(new, "-USR2");
+        log_lines(
+            &log,
+            &["upgrade refused: the process this one replaced is still draining"],
+        )
+        .await;
         sender
             .send_data(Bytes::from(vec![b'b'; 64 * 1024]))
             .await

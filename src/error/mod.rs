@@ -206,7 +206,7 @@ impl GatewayError {
             GatewayError::StateNotInitialised => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "the Redis state holds no epoch (it lost its data or was never initialised); nothing changed. Run `authgate cluster init -c <config>` after restoring it"),
             GatewayError::StateUncertain => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "the state store did not answer in time; the change may still take effect: read the tenant before retrying").retry_after(),
             GatewayError::StateNotReplicated { revision, wanted, confirmed } => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", format!("the change was applied on the Redis primary (revision {revision}) but not confirmed on {wanted} Redis replica(s) ({confirmed} confirmed in time): it is in force, but a Redis failover could lose it. Read the tenant before retrying")).with("revision", *revision).retry_after(),
-            GatewayError::Fenced => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "this gateway cannot confirm the current tokens (shared state unreachable); retry shortly").retry_after(),
+            GatewayError::Fenced => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "this gateway cannot confirm the current tokens (shared state unreachable); retry shortly").retry_after().closing(),
             // Closing: the retry's new connection reaches the new process.
             GatewayError::HandingOver => Reply::new(S::SERVICE_UNAVAILABLE, "state_unavailable", "this gateway is handing over to its upgraded binary; nothing changed; retry in a moment").retry_after().closing(),
             GatewayError::TlsReloadRefused { message } => Reply::new(S::UNPROCESSABLE_ENTITY, "tls_reload_refused", message.clone()),

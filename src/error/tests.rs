@@ -126,7 +126,10 @@ fn table() -> Vec<Row> {
             "state_unavailable",
         )
         .retry_after(),
-        row(E::Fenced, S::SERVICE_UNAVAILABLE, "state_unavailable").retry_after(),
+        // Closing: a retry on a new connection may reach a replica that is not fenced.
+        row(E::Fenced, S::SERVICE_UNAVAILABLE, "state_unavailable")
+            .retry_after()
+            .close(),
         row(E::HandingOver, S::SERVICE_UNAVAILABLE, "state_unavailable")
             .retry_after()
             .close(),

@@ -382,6 +382,8 @@ async fn wait_parked(
         g.increment(1.0);
     }
     let unparked = tokio::select! {
+        // Readable first: a drain does not close a connection whose request arrived.
+        biased;
         ready = watched.inner.readable() => ready.is_ok(),
         () = tokio::time::sleep_until(idle_until) => {
             tracing::trace!(%peer, "parked connection idle too long; closing");

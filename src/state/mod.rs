@@ -489,9 +489,21 @@ impl StateHandle {
         Ok(())
     }
 
-    /// Refuses protected routes for good: another process owns the state now.
+    /// Takes changes again after [`freeze`](Self::freeze), with the state as loaded (an
+    /// upgrade's new process, once the old one stopped serving from its copy).
+    pub fn unfreeze(&self) {
+        self.frozen.store(false, Ordering::Release);
+    }
+
+    /// Refuses protected routes: another process owns the state now.
     pub fn hand_over(&self) {
         self.handed_over.store(true, Ordering::Relaxed);
+    }
+
+    /// Serves protected routes again after [`hand_over`](Self::hand_over): the new
+    /// process failed before it took any change.
+    pub fn resume(&self) {
+        self.handed_over.store(false, Ordering::Relaxed);
     }
 
     /// Starts the store's background work; see [`StateStore::start`].
