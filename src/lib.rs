@@ -201,6 +201,15 @@ pub async fn run_with(
     };
     let store = upgrade::store_identity(&config.state);
     let state = Arc::new(StateHandle::open(open_store(&config)?).await?);
+    // Logged once the state is loaded (and its lock held): a process that says it
+    // listens is the one serving this state.
+    tracing::info!(
+        proxy = %listeners.proxy_addr()?,
+        admin = %listeners.admin_addr()?,
+        status = %listeners.status_addr()?.map_or("off".to_string(), |a| a.to_string()),
+        upstream = %config.upstream.origin,
+        "listening"
+    );
     if options.hand_over.is_some() && state_lock.is_some() {
         // Started by an upgrade: no change until the old process has stopped serving
         // from its copy of the state (its `fenced`).

@@ -244,13 +244,6 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             }
             None => (Listeners::bind(&config).await?, None),
         };
-        tracing::info!(
-            proxy = %listeners.proxy_addr()?,
-            admin = %listeners.admin_addr()?,
-            status = %listeners.status_addr()?.map_or("off".to_string(), |a| a.to_string()),
-            upstream = %config.upstream.origin,
-            "listening"
-        );
         let options = authgate::RunOptions {
             config_path: Some(path.to_path_buf()),
             reload,
