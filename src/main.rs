@@ -234,9 +234,20 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let rt = runtime(config.runtime.worker_threads)?;
     rt.block_on(async {
         let reload = authgate::tls::ReloadTrigger::default();
-        reload_on_sighup(reload.clone())?;
+        use tokio::signal::unix::SignalKind;
+        trigger_on(
+            SignalKind::hangup(),
+            "SIGHUP",
+            "reloading the config",
+            reload.clone(),
+        )?;
         let upgrade = authgate::tls::ReloadTrigger::default();
-        upgrade_on_sigusr2(upgrade.clone())?;
+        trigger_on(
+            SignalKind::user_defined2(),
+            "SIGUSR2",
+            "upgrading: starting the binary again",
+            upgrade.clone(),
+        )?;
         let (listeners, hand_over) = match inherited {
             Some(inherited) => {
                 let (listeners, hand_over) = inherited.listeners(&config).await?;
@@ -303,29 +314,21 @@ fn init_logging(format: LogFormat, level: &str) -> authgate::live::LogLevelSette
     }
 }
 
-/// Fires `reload` (the config, TLS files included) on every SIGHUP, whose default
-/// action would end the process.
-fn reload_on_sighup(reload: authgate::tls::ReloadTrigger) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+/// Fires `trigger` on every `kind` signal (SIGHUP: reload the config, TLS files
+/// included; SIGUSR2: hand the sockets to a new binary), whose default action would end
+/// the process.
+fn trigger_on(
+    kind: tokio::signal::unix::SignalKind,
+    name: &'static str,
+    what: &'static str,
+    trigger: authgate::tls::ReloadTrigger,
+) -> anyhow::Result<()> {
+    let mut signals =
+        tokio::signal::unix::signal(kind).with_context(|| format!("cannot listen for {name}"))?;
     tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received; reloading the config");
-            reload.trigger();
-        }
-    });
-    Ok(())
-}
-
-/// Fires `upgrade` (hand the sockets to a new binary) on every SIGUSR2, whose default
-/// action would end the process.
-fn upgrade_on_sigusr2(upgrade: authgate::tls::ReloadTrigger) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut usr2 = signal(SignalKind::user_defined2()).context("cannot listen for SIGUSR2")?;
-    tokio::spawn(async move {
-        while usr2.recv().await.is_some() {
-            tracing::info!("SIGUSR2 received; upgrading: starting the binary again");
-            upgrade.trigger();
+        while signals.recv().await.is_some() {
+            tracing::info!("{name} received; {what}");
+            trigger.trigger();
         }
     });
     Ok(())

@@ -148,6 +148,18 @@ impl Upgrading {
         rotate(&self.admin).await
     }
 
+    /// Tenant `acme` in mode `on`.
+    async fn enforce(&self) {
+        let (status, doc) = self
+            .admin(
+                "PUT",
+                "/admin/v1/tenants/acme/settings",
+                r#"{"mode": "on"}"#,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+    }
+
     async fn revision(&self) -> u64 {
         let (status, doc) = self.admin("GET", "/admin/v1/tenants/acme", "").await;
         assert_eq!(status, StatusCode::OK, "{doc}");
@@ -283,14 +295,7 @@ async fn ten_upgrades_under_load_refuse_no_connection_and_lose_no_request_or_cha
     let (arrived, arrivals) = mpsc::channel();
     let backend = upstream(arrived).await;
     let mut gw = Upgrading::start(backend.addr, &[]);
-    let (status, doc) = gw
-        .admin(
-            "PUT",
-            "/admin/v1/tenants/acme/settings",
-            r#"{"mode": "on"}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{doc}");
+    gw.enforce().await;
     let first = gw.rotate().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -383,14 +388,7 @@ async fn a_new_process_that_fails_to_start_leaves_the_old_one_serving_with_its_s
     let (arrived, _arrivals) = mpsc::channel();
     let backend = upstream(arrived).await;
     let mut gw = Upgrading::start(backend.addr, &[]);
-    let (status, doc) = gw
-        .admin(
-            "PUT",
-            "/admin/v1/tenants/acme/settings",
-            r#"{"mode": "on"}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{doc}");
+    gw.enforce().await;
     let (t1, _) = gw.rotate().await;
 
     // A config with three problems: the new process ends before it asks for the state.
@@ -502,14 +500,7 @@ async fn with_redis_state_the_new_process_serves_as_a_replica_of_its_own_name() 
         }
     })
     .await;
-    let (status, doc) = gw
-        .admin(
-            "PUT",
-            "/admin/v1/tenants/acme/settings",
-            r#"{"mode": "on"}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{doc}");
+    gw.enforce().await;
     let mut last = gw.rotate().await.0;
     // Twice: to the other name and back.
     for name in ["gw~upgraded", "gw"] {
