@@ -291,19 +291,7 @@ run_fixed() { # URL OUTFILE SECONDS
         run taskset -c "$LOAD_CPU" oha --no-tui --output-format json -q "$RATE" -c "$CONNS" -z "${3}s" \
             --latency-correction -m POST -d "$BODY" -T application/x-www-form-urlencoded \
             -H "Authorization: Bearer $TOKEN" "$1" >"$2" 2>"$2.err" || { cat "$2.err" >&2; return 1; }
-        python3 - "$2" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-codes = d.get("statusCodeDistribution", {})
-ok = sum(v for k, v in codes.items() if k.startswith("2"))
-# Requests still in flight when -z ends are "aborted due to deadline": not failures.
-errors = {k: v for k, v in d.get("errorDistribution", {}).items() if "deadline" not in k}
-if errors:
-    print("oha errors:", errors, file=sys.stderr)
-bad = sum(codes.values()) - ok + sum(errors.values())
-p = d["latencyPercentiles"]
-print(p["p50"] * 1000, p["p99"] * 1000, ok, bad)
-PY
+        parse_oha "$2"
         ;;
     wrk2)
         run taskset -c "$LOAD_CPU" wrk2 -t1 "-c$CONNS" "-d${3}s" "-R$RATE" --latency -s "$SCRATCH/post.lua" "$1" >"$2" 2>&1

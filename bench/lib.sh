@@ -242,7 +242,8 @@ start_authgate_at() { # CONFIG ADMIN_PORT NAME LOG [BINARY]
 
 # An authgate config in FILE: proxy and admin listeners on PROXY_PORT and ADMIN_PORT,
 # upstream 127.0.0.1:UPSTREAM_PORT, the `state:` block STATE_YAML (indented lines), one
-# tokio worker thread, log level warn, then EXTRA_YAML (top-level keys) when given.
+# worker thread (AG_RUNTIME, when set, replaces what is inside `runtime: { }`), log level
+# warn, then EXTRA_YAML (top-level keys) when given.
 authgate_conf() { # FILE PROXY_PORT ADMIN_PORT UPSTREAM_PORT STATE_YAML [EXTRA_YAML]
     cat >"$1" <<YAML
 listen:
@@ -252,7 +253,7 @@ upstream:
   url: "http://127.0.0.1:$4"
 state:
 $5
-runtime: { worker_threads: 1 }
+runtime: { ${AG_RUNTIME:-worker_threads: 1} }
 log: { level: warn }
 YAML
     if [[ -n ${6:-} ]]; then printf '%s\n' "$6" >>"$1"; fi
@@ -365,6 +366,23 @@ parse_wrk() {
 
 run_wrk() { # URL OUTFILE SECONDS [LUA_SCRIPT]
     run taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNS" "-d${3}s" --latency -s "${4:-$SCRATCH/post.lua}" "$1" >"$2" 2>&1
+}
+
+# oha's JSON output (`--output-format json`) → "p50_ms p99_ms ok_requests bad"
+parse_oha() { # FILE
+    python3 - "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = d.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+# Requests still in flight when -z ends are "aborted due to deadline": not failures.
+errors = {k: v for k, v in d.get("errorDistribution", {}).items() if "deadline" not in k}
+if errors:
+    print("oha errors:", errors, file=sys.stderr)
+bad = sum(codes.values()) - ok + sum(errors.values())
+p = d["latencyPercentiles"]
+print(p["p50"] * 1000, p["p99"] * 1000, ok, bad)
+PY
 }
 
 # A load function for `measure`: wrk on WRK_URL for SECS seconds (script WRK_LUA, default

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod routes;
+pub mod runtime;
 pub mod sample_backend;
 pub mod server;
 pub mod state;
@@ -256,7 +257,12 @@ pub async fn run_with(
             tracing::warn!("upgrade: the shared state is not confirmed yet; serving fenced");
         }
     }
-    let proxy_life = lifecycle();
+    // Proxy connections are spread over one current-thread runtime per worker thread.
+    let workers = runtime::Workers::start(runtime::shards(&live.current().config.runtime))?;
+    let proxy_life = Lifecycle {
+        workers: workers.clone(),
+        ..lifecycle()
+    };
     let admin_life = lifecycle();
     let current = |pick: fn(&live::Live) -> Arc<ServeOptions>| {
         let live = live.clone();
@@ -345,6 +351,9 @@ pub async fn run_with(
     }
     drain(&proxy_life, shutdown_timeout).await;
     drain(&admin_life, Duration::from_secs(1)).await;
+    if let Some(workers) = workers {
+        workers.stop();
+    }
     upkeep.abort();
     sync_stop.cancel();
     if let Some(sync) = sync {
@@ -510,6 +519,7 @@ fn lifecycle() -> Lifecycle {
         shutdown: CancellationToken::new(),
         force: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        workers: None,
     }
 }
 

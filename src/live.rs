@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{generated_replica_name, needs_restart, Config, Problem, State, Upstream};
+use crate::config::{generated_replica_name, needs_restart, Config, Problem, State};
 use crate::metrics::ProxyMetrics;
 use crate::routes::RouteTable;
 use crate::server::{proxy_protocol, ServeOptions};
@@ -95,7 +95,7 @@ impl Reloader {
         metrics: ProxyMetrics,
         log_level: Option<LogLevelSetter>,
     ) -> Result<Reloader, TlsError> {
-        let pool = Arc::new(pool(&config.upstream)?);
+        let pool = Arc::new(pool(&config)?);
         let live = build(config, 1, pool, &acceptors, &metrics);
         crate::metrics::config_revision(1);
         Ok(Reloader {
@@ -196,7 +196,7 @@ impl Reloader {
         let pool = if reuse {
             Some(old.pool.clone())
         } else {
-            match pool(&config.upstream) {
+            match pool(&config) {
                 Ok(pool) => Some(Arc::new(pool)),
                 Err(e) => {
                     problems.push(whole(format!("upstream.tls: {e}")));
@@ -275,9 +275,10 @@ fn build(
     }
 }
 
-/// The upstream pool `upstream` describes. Fails only when its TLS files cannot be
-/// loaded.
-fn pool(upstream: &Upstream) -> Result<Pool, TlsError> {
+/// The upstream pool `config.upstream` describes, one list per connection runtime.
+/// Fails only when its TLS files cannot be loaded.
+fn pool(config: &Config) -> Result<Pool, TlsError> {
+    let upstream = &config.upstream;
     use hyper_util::client::legacy::connect::HttpConnector;
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(upstream.connect_timeout));
@@ -289,6 +290,7 @@ fn pool(upstream: &Upstream) -> Result<Pool, TlsError> {
         upstream.origin.clone(),
         upstream.pool_max_idle,
         upstream.pool_idle_timeout,
+        crate::runtime::shards(&config.runtime),
     ))
 }
 

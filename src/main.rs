@@ -114,7 +114,7 @@ fn main() -> ExitCode {
                 admin,
                 backend,
             };
-            runtime(0).and_then(|rt| {
+            gateway_runtime(&authgate::config::Runtime::default()).and_then(|rt| {
                 rt.block_on(demo::run(addrs, &mut std::io::stdout(), shutdown_signal()))
                     .context("demo failed")
             })
@@ -231,7 +231,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let inherited = authgate::upgrade::Inherited::receive()?;
     let config = Config::load(path)?;
     let log_level = init_logging(config.log.format, &config.log.level);
-    let rt = runtime(config.runtime.worker_threads)?;
+    let rt = gateway_runtime(&config.runtime)?;
     rt.block_on(async {
         let reload = authgate::tls::ReloadTrigger::default();
         use tokio::signal::unix::SignalKind;
@@ -267,8 +267,8 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
-/// One worker thread means a current-thread runtime: the same core budget without the
-/// work-stealing scheduler's cross-thread bookkeeping.
+/// tokio's runtime: one worker thread means a current-thread runtime (no work-stealing
+/// bookkeeping), 0 one thread per core.
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = match worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
@@ -283,6 +283,17 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the runtime")
+}
+
+/// The gateway's own runtime: current-thread unless `runtime.work_stealing`, with
+/// `authgate::run_with` starting the other connection runtimes next to it
+/// (`authgate::runtime`).
+fn gateway_runtime(config: &authgate::config::Runtime) -> anyhow::Result<tokio::runtime::Runtime> {
+    runtime(if config.work_stealing {
+        config.worker_threads
+    } else {
+        1
+    })
 }
 
 /// Starts logging; returns how a config reload changes the level (`RUST_LOG`, when

@@ -23,6 +23,8 @@ pub const IN_FLIGHT: &str = "authgate_requests_in_flight";
 pub const OPEN_CONNECTIONS: &str = "authgate_open_connections";
 /// Idle HTTP/1.1 connections on the proxy listener holding no buffer until their next byte.
 pub const PARKED_CONNECTIONS: &str = "authgate_parked_connections";
+/// Open proxy connections on each connection runtime, by `runtime` (0, 1, …).
+pub const RUNTIME_CONNECTIONS: &str = "authgate_runtime_connections";
 /// Connections closed by the gateway, by `reason` (`header_timeout`, `idle`, `send_timeout`).
 pub const CONNECTIONS_CLOSED: &str = "authgate_connections_closed_total";
 /// Connections the proxy listener closed over their PROXY protocol header, by `reason`
@@ -147,6 +149,11 @@ pub fn renewal(ok: bool) {
 
 pub fn resync() {
     counter!(STATE_RESYNCS).increment(1);
+}
+
+/// The open-connections gauge of connection runtime `index`.
+pub fn runtime_connections(index: usize) -> Gauge {
+    gauge!(RUNTIME_CONNECTIONS, "runtime" => index.to_string())
 }
 
 pub fn ack_wait(waited: std::time::Duration) {

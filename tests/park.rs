@@ -1,7 +1,8 @@
 //! Parked idle connections (`limits.park_after`), on the real binary so that the parked
 //! gauge (`authgate_parked_connections`) is this gateway's alone: bytes that arrive on a
 //! parked connection are all served, in order, and the head clock, the idle clock and
-//! the drain hold for parked connections as for any other.
+//! the drain hold for parked connections as for any other. And the connection runtimes
+//! (`runtime.worker_threads`): connections spread over them, each with its own pool.
 
 mod support;
 
@@ -36,8 +37,12 @@ struct Running {
 }
 
 fn serve(upstream: std::net::SocketAddr, limits: &str) -> Running {
+    serve_config(upstream, &format!("limits: {{ {limits} }}\n"))
+}
+
+fn serve_config(upstream: std::net::SocketAddr, yaml: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), upstream, &format!("limits: {{ {limits} }}\n"));
+    let config = write_config(dir.path(), upstream, yaml);
     let mut child = Command::new(BIN)
         .args(["serve", "-c", config.to_str().unwrap()])
         .stderr(Stdio::piped())
@@ -276,4 +281,79 @@ async fn http2_prior_knowledge_is_still_detected() {
         .unwrap();
     let status = response(&mut conn).await;
     assert!(status.starts_with("HTTP/1.1 "), "{status}");
+}
+
+/// An upstream answering `ok` that counts the connections it accepted.
+async fn counting() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let handler =
+        Arc::new(|_req: Request<hyper::body::Incoming>| async { Response::new(full("ok")) });
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve_http(stream, handler.clone()));
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn connections_spread_over_the_runtimes_each_with_its_own_upstream_pool() {
+    let (upstream, accepted) = counting().await;
+    let gw = serve_config(
+        upstream,
+        "runtime: { worker_threads: 2 }\nlimits: { park_after: 0s }\n",
+    );
+    // Six connections, opened one after another, each served one request.
+    let mut conns = Vec::new();
+    for i in 0..6 {
+        let mut conn = gw.connect().await;
+        conn.write_all(get(&format!("/{i}")).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(response(&mut conn).await, "HTTP/1.1 200 OK");
+        conns.push(conn);
+    }
+    let threads = std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.trim() == "authgate-rt-1")
+        .count();
+    assert_eq!(
+        threads, 1,
+        "one thread besides the main one serves connections"
+    );
+    let on = |runtime: usize| format!("authgate_runtime_connections{{runtime=\"{runtime}\"}}");
+    assert_eq!(gw.metric(&on(0)).await, 3.0);
+    assert_eq!(gw.metric(&on(1)).await, 3.0);
+    // One request at a time, on every connection in turn (parked in between): a pool
+    // shared by the runtimes would carry them all on one upstream connection; one pool
+    // per runtime opens one upstream connection on each.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    for (i, conn) in conns.iter_mut().enumerate() {
+        conn.write_all(get(&format!("/again/{i}")).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(response(conn).await, "HTTP/1.1 200 OK");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // HTTP/2 prior knowledge is served on either runtime as well.
+    let url = format!("http://{}/h2", gw.at.proxy);
+    for _ in 0..2 {
+        let response = within("h2c GET", h2c_client().get(url.parse().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(body_bytes(response).await, "ok");
+    }
+    drop(conns);
+    within("the connections to be counted closed", async {
+        while gw.metric(&on(0)).await + gw.metric(&on(1)).await != 0.0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }

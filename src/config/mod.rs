@@ -185,10 +185,13 @@ pub enum Role {
     Approver,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Runtime {
-    /// Worker threads of the tokio runtime; 0 means one per core.
+    /// Threads serving connections; 0 means one per core.
     pub worker_threads: usize,
+    /// Several threads share tokio's multi-thread (work-stealing) runtime instead of
+    /// running one current-thread runtime each (see [`crate::runtime`]).
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -176,6 +176,7 @@ pub(super) struct RawAdminKey {
 #[serde(default)]
 pub(super) struct RawRuntime {
     pub worker_threads: Option<usize>,
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

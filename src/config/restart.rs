@@ -70,6 +70,13 @@ pub fn needs_restart(old: &Config, new: &Config, text: &str) -> Vec<Problem> {
         threads(new),
         runtime,
     );
+    let stealing = |c: &Config| c.runtime.work_stealing.to_string();
+    changed(
+        &["runtime", "work_stealing"],
+        stealing(old),
+        stealing(new),
+        runtime,
+    );
     let format = |c: &Config| format!("{:?}", c.log.format).to_lowercase();
     changed(
         &["log", "format"],

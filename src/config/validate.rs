@@ -111,6 +111,7 @@ pub(super) fn from_raw(raw: RawConfig, base: &Path, p: &mut Problems<'_>) -> Con
     };
     let runtime = Runtime {
         worker_threads: raw.runtime.worker_threads.unwrap_or(0),
+        work_stealing: raw.runtime.work_stealing.unwrap_or(false),
     };
     let log = Log {
         format: match raw.log.format.as_deref().unwrap_or("human") {
@@ -266,7 +267,7 @@ fn upstream(raw: super::raw::RawUpstream, base: &Path, p: &mut Problems<'_>) -> 
             &["upstream", "pool_idle_timeout"],
             p,
         ),
-        pool_max_idle: raw.pool_max_idle.unwrap_or(256),
+        pool_max_idle: raw.pool_max_idle.unwrap_or(64),
     }
 }
 

@@ -143,6 +143,8 @@ pub struct Lifecycle {
     pub force: CancellationToken,
     /// Tracks the accept loop and every connection task.
     pub tracker: TaskTracker,
+    /// The runtimes accepted connections are spread over; `None`: this one.
+    pub workers: Option<Arc<crate::runtime::Workers>>,
 }
 
 /// Accepts connections until `life.shutdown` fires. Connection tasks are spawned on
@@ -214,50 +216,122 @@ pub async fn serve<H: Handler>(
         let conn_opts = opts.clone();
         let builder = builder.clone();
         let life_conn = life.clone();
-        life.tracker.spawn(async move {
+        let task = move |stream, seat: Option<crate::runtime::Seat>| async move {
             serve_connection(stream, peer, handler, &builder, &conn_opts, &life_conn).await;
-            drop(permit);
-        });
+            drop((permit, seat));
+        };
+        let (runtime, seat) = match &life.workers {
+            Some(workers) => {
+                let (runtime, seat) = workers.pick();
+                (runtime, Some(seat))
+            }
+            None => (None, None),
+        };
+        let Some(runtime) = runtime else {
+            life.tracker.spawn(task(stream, seat));
+            continue;
+        };
+        // Registered with the other runtime's I/O driver, so that its events wake that
+        // runtime's thread, not this one.
+        match stream.into_std() {
+            Ok(stream) => runtime.spawn(life.tracker.track_future(async move {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => task(stream, seat).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register a handed-over connection")
+                    }
+                }
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a connection to another runtime");
+                continue;
+            }
+        };
     }
     drop(listener);
 }
 
-async fn serve_connection<H: Handler>(
+/// Serves one accepted connection to its end. The task holds, while the connection is
+/// parked, only what [`park::Parked`] keeps and the wait for its next byte; everything
+/// else (the PROXY header, TLS, hyper's connection) lives in boxed stages, freed when
+/// a stage ends.
+// Not an `async fn`: an async fn keeps each argument twice in its future (the argument
+// and the local it is moved to), and this future is every connection's task, parked or
+// not; an `async move` block keeps what it captures once.
+#[allow(clippy::manual_async_fn)]
+fn serve_connection<'a, H: Handler>(
     stream: TcpStream,
-    peer: SocketAddr,
+    addr: SocketAddr,
     handler: Arc<H>,
-    builder: &park::Protocols,
-    opts: &Arc<ServeOptions>,
-    life: &Lifecycle,
-) {
-    let state = Arc::new(ConnState::new());
-    if let Some(g) = &opts.open_connections {
-        g.increment(1.0);
+    builder: &'a park::Protocols,
+    opts: &'a Arc<ServeOptions>,
+    life: &'a Lifecycle,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        let state = Arc::new(ConnState::new());
+        if let Some(g) = &opts.open_connections {
+            g.increment(1.0);
+        }
+        let mut parked = Box::pin(open(stream, addr, &handler, &state, builder, opts, life)).await;
+        while let Some(p) = parked {
+            if !park::wait_parked(&p.watched, &addr, &state, opts, life).await {
+                // Closed while parked: nothing was said on it since the last response.
+                let mut socket = p.watched.inner;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut socket).await;
+                break;
+            }
+            let service = service(handler.clone(), p.peer.clone(), state.clone(), opts);
+            let served = park::serve_http1(
+                p.watched,
+                bytes::Bytes::new(),
+                service,
+                addr,
+                &state,
+                builder,
+                opts,
+                life,
+            );
+            parked = Box::pin(served).await.map(|watched| park::Parked {
+                watched,
+                peer: p.peer,
+            });
+        }
+        if let Some(g) = &opts.open_connections {
+            g.decrement(1.0);
+        }
     }
+}
+
+/// A connection's first stage, up to its first park: the PROXY header (on the head
+/// clock), then TLS or plain TCP. `Some`: parked.
+async fn open<H: Handler>(
+    stream: TcpStream,
+    addr: SocketAddr,
+    handler: &Arc<H>,
+    state: &Arc<ConnState>,
+    builder: &park::Protocols,
+    opts: &ServeOptions,
+    life: &Lifecycle,
+) -> Option<park::Parked> {
     let watched = Watched {
         inner: stream,
         state: state.clone(),
     };
-    // The PROXY header, if the listener takes one, comes first, on the head clock.
-    // Boxed: a parked connection's task need not keep room for the PROXY header read.
-    let opened = Box::pin(proxy_protocol::open(watched, peer, opts, &life.force)).await;
-    if let Some((watched, client)) = opened {
-        let service = service(handler, client, state.clone(), opts);
-        if opts.tls.is_none() {
-            park::serve_plain(watched, service, peer, &state, builder, opts, life).await;
-        } else {
-            // The TLS handshake runs on the first read below, under the head clock.
-            let io = TokioIo::new(head_limit::Answering::new(
-                crate::tls::ServerStream::new(watched, opts.tls.as_deref(), peer),
-                state.clone(),
-            ));
-            let mut conn = Box::pin(builder.auto.serve_connection(io, service));
-            watch(conn.as_mut(), peer, &state, opts, life).await;
-        }
+    let (watched, peer) = proxy_protocol::open(watched, addr, opts, &life.force).await?;
+    let peer = Arc::new(peer);
+    let service = service(handler.clone(), peer.clone(), state.clone(), opts);
+    if opts.tls.is_none() {
+        let watched = park::serve_plain(watched, service, addr, state, builder, opts, life).await?;
+        return Some(park::Parked { watched, peer });
     }
-    if let Some(g) = &opts.open_connections {
-        g.decrement(1.0);
-    }
+    // The TLS handshake runs on the first read below, under the head clock.
+    let io = TokioIo::new(head_limit::Answering::new(
+        crate::tls::ServerStream::new(watched, opts.tls.as_deref(), addr),
+        state.clone(),
+    ));
+    let mut conn = std::pin::pin!(builder.auto.serve_connection(io, service));
+    watch(conn.as_mut(), addr, state, opts, life).await;
+    None
 }
 
 /// Drives the connection until it ends, enforcing the head, send and idle clocks and
@@ -334,7 +408,7 @@ fn drain_aware(clock: Duration, draining: bool) -> Duration {
 /// until its response body is done, and its response body is [`Guarded`] for that.
 fn service<H: Handler>(
     handler: Arc<H>,
-    peer: Peer,
+    peer: Arc<Peer>,
     state: Arc<ConnState>,
     opts: &ServeOptions,
 ) -> impl Service<
@@ -344,7 +418,6 @@ fn service<H: Handler>(
     Future = impl Future<Output = Result<Response<Guarded<Body>>, Infallible>> + Send + Unpin,
 > + Clone
        + Unpin {
-    let peer = Arc::new(peer);
     let in_flight = opts.in_flight.clone();
     let max_header_bytes = opts.max_header_bytes;
     service_fn(move |req: Request<Incoming>| {

@@ -19,10 +19,11 @@
 //!    byte, or did not end the connection, hyper was not idle after all (the end of a
 //!    response still going out): the connection is not parked, it closes after its
 //!    exchange, as it would at a graceful shutdown.
-//! 3. **Parked**: the task holds the socket, its watchdog state and the service, and
-//!    waits for the socket to become readable, for the idle clock
-//!    (`limits.idle_timeout`, still counted from the last response), for the drain
-//!    (which closes a parked connection at once) or the forced stop.
+//! 3. **Parked**: the task holds the socket, its watchdog state and the client's
+//!    address (every stage before is boxed and freed: hyper's connection, the PROXY
+//!    header read, the sniff), and waits for the socket to become readable, for the
+//!    idle clock (`limits.idle_timeout`, still counted from the last response), for the
+//!    drain (which closes a parked connection at once) or the forced stop.
 //! 4. **Unparked**: a new hyper connection is built on the socket, replaying the
 //!    unread bytes first. Bytes already read (pipelined requests, part of a head) mean
 //!    the connection was never idle for the head clock: it is rebuilt at once, and the
@@ -36,7 +37,7 @@
 //! plain TCP the protocol is chosen here: a connection whose first four bytes are
 //! `PRI ` (the HTTP/2 preface) is HTTP/2 with prior knowledge, any other HTTP/1.1.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -124,8 +125,15 @@ fn configure_http1(b: &mut auto::Http1Builder<'_, TokioExecutor>, opts: &ServeOp
 
 type PlainIo = Answering<Rewound<Watched>>;
 
-/// Serves a plain-TCP connection: sniffs HTTP/2 prior knowledge, else serves HTTP/1.1,
-/// parking it whenever it is idle.
+/// A parked connection: its socket, and who is at the other end (PROXY protocol), to
+/// build the next hyper connection's service with. Nothing else is kept.
+pub(super) struct Parked {
+    pub(super) watched: Watched,
+    pub(super) peer: Arc<super::Peer>,
+}
+
+/// Serves a plain-TCP connection: sniffs HTTP/2 prior knowledge, else serves HTTP/1.1
+/// until it parks. `Some`: parked, the socket to wait on.
 pub(super) async fn serve_plain<S>(
     io: Rewound<Watched>,
     service: S,
@@ -134,7 +142,8 @@ pub(super) async fn serve_plain<S>(
     protocols: &Protocols,
     opts: &ServeOptions,
     life: &Lifecycle,
-) where
+) -> Option<Watched>
+where
     S: HttpService<Incoming> + Clone + Unpin + Send + 'static,
     S::Future: Unpin + Send + 'static,
     S::ResBody: Send + 'static,
@@ -142,29 +151,43 @@ pub(super) async fn serve_plain<S>(
     <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
     S::Error: Into<super::BoxError>,
 {
-    // Each stage is boxed: the task's future is as large as its largest stage, and
-    // a parked connection is only in the smallest (`wait_parked`).
-    let Some((start, mut watched)) = Box::pin(sniff(io, peer, state, opts, life)).await else {
-        return;
-    };
+    let (start, watched) = sniff(io, peer, state, opts, life).await?;
     if start.starts_with(H2_PREFACE_START) {
         let io = TokioIo::new(Answering::new(Rewound::new(start, watched), state.clone()));
-        let mut conn = Box::pin(protocols.http2.serve_connection(io, service));
-        Box::pin(super::watch(conn.as_mut(), peer, state, opts, life)).await;
-        return;
+        let mut conn = std::pin::pin!(protocols.http2.serve_connection(io, service));
+        super::watch(conn.as_mut(), peer, state, opts, life).await;
+        return None;
     }
-    let mut unread = start;
+    serve_http1(watched, start, service, peer, state, protocols, opts, life).await
+}
+
+/// Serves HTTP/1.1 on `watched`, `unread` (bytes already read from it) first, until the
+/// connection parks with nothing unread (`Some`) or ends (`None`).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn serve_http1<S>(
+    mut watched: Watched,
+    mut unread: Bytes,
+    service: S,
+    peer: SocketAddr,
+    state: &Arc<ConnState>,
+    protocols: &Protocols,
+    opts: &ServeOptions,
+    life: &Lifecycle,
+) -> Option<Watched>
+where
+    S: HttpService<Incoming> + Clone + Unpin + Send + 'static,
+    S::Future: Unpin + Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
+    S::Error: Into<super::BoxError>,
+{
     loop {
         let io = TokioIo::new(Answering::new(Rewound::new(unread, watched), state.clone()));
         let conn = Box::new(protocols.http1.serve_connection(io, service.clone()));
-        match Box::pin(drive(conn, peer, state, protocols, opts, life)).await {
-            Some((io, rest)) => (unread, watched) = (rest, io),
-            None => return,
-        }
-        if unread.is_empty() && !wait_parked(&watched, peer, state, opts, life).await {
-            // Closed while parked: nothing was said on it since the last response.
-            let _ = watched.inner.shutdown().await;
-            return;
+        (watched, unread) = drive(conn, peer, state, protocols, opts, life).await?;
+        if unread.is_empty() {
+            return Some(watched);
         }
     }
 }
@@ -364,37 +387,54 @@ where
     }
 }
 
-/// Waits, holding no buffer, until the parked socket is readable (`true`), or closes
-/// it: idle timeout, drain, forced stop.
-async fn wait_parked(
-    watched: &Watched,
-    peer: SocketAddr,
-    state: &ConnState,
-    opts: &ServeOptions,
-    life: &Lifecycle,
-) -> bool {
-    let idle_until = match state.deadline(opts) {
-        Some((at, Expiry::Idle)) => at,
-        // Parked only when idle; anything else is not a connection to keep.
-        _ => return false,
-    };
-    if let Some(g) = &opts.park.parked {
-        g.increment(1.0);
-    }
-    let unparked = tokio::select! {
-        // Readable first: a drain does not close a connection whose request arrived.
-        biased;
-        ready = watched.inner.readable() => ready.is_ok(),
-        () = tokio::time::sleep_until(idle_until) => {
-            tracing::trace!(%peer, "parked connection idle too long; closing");
-            if let Some(c) = &opts.closed_idle { c.increment(1) }
-            false
+/// Waits, holding no buffer, until the parked socket is readable (`true`), or says to
+/// close it: idle timeout, drain, forced stop. Part of every parked connection's task,
+/// so kept small: not an `async fn` (see `serve_connection`), no `select!`.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn wait_parked<'a>(
+    watched: &'a Watched,
+    peer: &'a SocketAddr,
+    state: &'a ConnState,
+    opts: &'a ServeOptions,
+    life: &'a Lifecycle,
+) -> impl Future<Output = bool> + 'a {
+    async move {
+        let idle_until = match state.deadline(opts) {
+            Some((at, Expiry::Idle)) => at,
+            // Parked only when idle; anything else is not a connection to keep.
+            _ => return false,
+        };
+        if let Some(g) = &opts.park.parked {
+            g.increment(1.0);
         }
-        () = life.shutdown.cancelled() => false,
-        () = life.force.cancelled() => false,
-    };
-    if let Some(g) = &opts.park.parked {
-        g.decrement(1.0);
+        // Polled by hand rather than with `select!` over `readable()`: this future is part
+        // of every parked connection's task, and readiness needs no future of its own. The
+        // drain's signal alone ends it: the forced stop comes only after the drain's.
+        let idle = tokio::time::sleep_until(idle_until);
+        let drain = life.shutdown.cancelled();
+        let mut idle = std::pin::pin!(idle);
+        let mut drain = std::pin::pin!(drain);
+        let unparked = poll_fn(|cx| {
+            // Readable first: a drain does not close a connection whose request arrived.
+            if let Poll::Ready(ready) = watched.inner.poll_read_ready(cx) {
+                return Poll::Ready(ready.is_ok());
+            }
+            if idle.as_mut().poll(cx).is_ready() {
+                tracing::trace!(%peer, "parked connection idle too long; closing");
+                if let Some(c) = &opts.closed_idle {
+                    c.increment(1)
+                }
+                return Poll::Ready(false);
+            }
+            match drain.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        if let Some(g) = &opts.park.parked {
+            g.decrement(1.0);
+        }
+        unparked
     }
-    unparked
 }

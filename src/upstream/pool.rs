@@ -8,6 +8,11 @@
 //! has been read to its end (see [`super::PooledBody`]), and a request takes the most recently used
 //! connection that is ready, so a few hot connections do the work and the rest age out.
 //!
+//! With several current-thread runtimes ([`crate::runtime`]), the pool is one list per
+//! runtime: a connection's task runs on the runtime that opened it, and only requests
+//! served there use it, so no list is shared between threads. `max_idle` is per list,
+//! as nginx's `keepalive` is per worker process.
+//!
 //! **Retries**: a request goes to another connection only when hyper hands it back
 //! unwritten (a reused connection closed before a byte was sent). A request that may have
 //! reached the upstream is never sent twice, so a POST is never replayed.
@@ -31,7 +36,8 @@ pub struct Pool {
     connector: UpstreamConnector,
     /// What the connector dials: the upstream's scheme and authority.
     origin: Uri,
-    idle: Arc<IdleList>,
+    /// One list per connection runtime, indexed by [`crate::runtime::worker_index`].
+    idle: Vec<Arc<IdleList>>,
 }
 
 impl Pool {
@@ -40,16 +46,28 @@ impl Pool {
         origin: Uri,
         max_idle: usize,
         idle_timeout: Duration,
+        runtimes: usize,
     ) -> Pool {
+        let runtimes = runtimes.max(1);
+        let idle = (0..runtimes)
+            .map(|_| {
+                Arc::new(IdleList {
+                    senders: Mutex::new(VecDeque::new()),
+                    max_idle,
+                    idle_timeout,
+                })
+            })
+            .collect();
         Pool {
             connector,
             origin,
-            idle: Arc::new(IdleList {
-                senders: Mutex::new(VecDeque::new()),
-                max_idle,
-                idle_timeout,
-            }),
+            idle,
         }
+    }
+
+    /// The idle connections of the runtime this request is served on.
+    fn idle(&self) -> &Arc<IdleList> {
+        &self.idle[crate::runtime::worker_index() % self.idle.len()]
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on a pooled connection, or a new one.
@@ -58,9 +76,10 @@ impl Pool {
         &self,
         mut req: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        while let Some(mut sender) = self.idle.take() {
+        let idle = self.idle();
+        while let Some(mut sender) = idle.take() {
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.lend(response, sender)),
+                Ok(response) => return Ok(lend(idle, response, sender)),
                 Err(mut e) => match e.take_message() {
                     // Closed before the request was written: safe on another connection.
                     Some(unsent) => req = unsent,
@@ -73,7 +92,7 @@ impl Pool {
         // per client connection.
         let mut sender = Box::pin(self.connect()).await?;
         match sender.try_send_request(req).await {
-            Ok(response) => Ok(self.lend(response, sender)),
+            Ok(response) => Ok(lend(idle, response, sender)),
             Err(e) => Err(PoolError::Request(e.into_error())),
         }
     }
@@ -95,19 +114,19 @@ impl Pool {
         });
         Ok(sender)
     }
+}
 
-    /// The response, its body holding `sender` until it ends.
-    fn lend(
-        &self,
-        response: Response<hyper::body::Incoming>,
-        sender: Sender,
-    ) -> Response<PooledBody> {
-        let conn = Checkin {
-            sender: Some(sender),
-            idle: self.idle.clone(),
-        };
-        response.map(|incoming| PooledBody::new(incoming, conn))
-    }
+/// The response, its body holding `sender` until it ends, then giving it back to `idle`.
+fn lend(
+    idle: &Arc<IdleList>,
+    response: Response<hyper::body::Incoming>,
+    sender: Sender,
+) -> Response<PooledBody> {
+    let conn = Checkin {
+        sender: Some(sender),
+        idle: idle.clone(),
+    };
+    response.map(|incoming| PooledBody::new(incoming, conn))
 }
 
 /// Idle connections, most recently used last: the front is the oldest.
