@@ -6,7 +6,7 @@
 //! `X-Forwarded-Proto` and `X-Forwarded-Host` set, this hop added to `Via`, and `Host`
 //! kept (or taken from an HTTP/2 `:authority`).
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::request;
 use http::Version;
 
@@ -46,15 +46,12 @@ const UNTRUSTED_FORWARDING: [&str; 4] = [
 /// `X-Forwarded-Port` and `X-Forwarded-Prefix` are kept (anyone else's are overwritten
 /// or removed).
 pub fn to_upstream(head: &mut request::Parts, peer: &Peer, https: bool, trusted: bool) {
-    let host = head
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| head.uri.authority().and_then(|a| a.as_str().parse().ok()));
+    let given_host = head.headers.get(header::HOST).cloned();
+    let has_host = given_host.is_some();
+    let host = given_host.or_else(|| head.uri.authority().and_then(|a| a.as_str().parse().ok()));
     let headers = &mut head.headers;
-    strip_hop_by_hop(headers);
-    // The gateway answers `Expect` itself.
-    headers.remove(header::EXPECT);
+    // With `Expect`, which the gateway answers itself.
+    strip_hop_by_hop(headers, true);
     if !headers.is_empty() {
         strip_request_only(headers, trusted);
     }
@@ -70,7 +67,9 @@ pub fn to_upstream(head: &mut request::Parts, peer: &Peer, https: bool, trusted:
             headers.insert(X_FORWARDED_HOST, host.clone());
         }
         // HTTP/2 carries the host in `:authority`; the HTTP/1.1 upstream needs `Host`.
-        headers.entry(header::HOST).or_insert(host);
+        if !has_host {
+            headers.insert(header::HOST, host);
+        }
     } else if !keep_host {
         headers.remove(X_FORWARDED_HOST);
     }
@@ -134,20 +133,22 @@ fn canonical_content_length(headers: &mut HeaderMap) {
 
 /// Rewrites the upstream's response headers for the client.
 pub fn to_client(headers: &mut HeaderMap, received: Version) {
-    strip_hop_by_hop(headers);
+    strip_hop_by_hop(headers, false);
     append_via(headers, received);
 }
 
-/// Removes hop-by-hop headers, including every header named in `Connection`.
+/// Removes hop-by-hop headers, including every header named in `Connection`, and, on
+/// a request, `Expect`.
 ///
 /// One scan over the (few) header names finds the hop-by-hop ones present: a `match`
 /// on the name is a length check and a compare, where removing every hop-by-hop name
 /// blindly would hash nine names for every message.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut present: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
+fn strip_hop_by_hop(headers: &mut HeaderMap, request: bool) {
+    let mut present: [Option<HeaderName>; HOP_BY_HOP.len() + 1] = Default::default();
     let mut found = 0;
     for name in headers.keys() {
-        if is_hop_by_hop(name.as_str()) && !present[..found].contains(&Some(name.clone())) {
+        let drop = is_hop_by_hop(name.as_str()) || request && name == header::EXPECT;
+        if drop && !present[..found].contains(&Some(name.clone())) {
             present[found] = Some(name.clone());
             found += 1;
         }
@@ -192,19 +193,15 @@ fn is_hop_by_hop(name: &str) -> bool {
 
 /// Appends the peer's address to `X-Forwarded-For`, merging several header lines into one.
 fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    if existing.peek().is_none() {
-        headers.insert(X_FORWARDED_FOR, client.clone());
-        return;
-    }
-    let mut joined = Vec::new();
-    for v in existing {
-        joined.extend_from_slice(v.as_bytes());
-        joined.extend_from_slice(b", ");
-    }
-    joined.extend_from_slice(client.as_bytes());
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        headers.insert(X_FORWARDED_FOR, value);
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(entry) => {
+            entry.insert(client.clone());
+        }
+        Entry::Occupied(mut entry) => {
+            if let Some(value) = joined(entry.iter(), client.as_bytes()) {
+                entry.insert(value);
+            }
+        }
     }
 }
 
@@ -217,22 +214,28 @@ fn append_via(headers: &mut HeaderMap, version: Version) {
         Version::HTTP_3 => "3 authgate",
         _ => "1.1 authgate",
     };
-    let value = match headers.get(header::VIA) {
-        None => HeaderValue::from_static(hop),
-        Some(_) => {
-            let mut joined = Vec::new();
-            for v in headers.get_all(header::VIA) {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(hop.as_bytes());
-            match HeaderValue::from_bytes(&joined) {
-                Ok(v) => v,
-                Err(_) => HeaderValue::from_static(hop),
-            }
+    match headers.entry(header::VIA) {
+        Entry::Vacant(entry) => {
+            entry.insert(HeaderValue::from_static(hop));
         }
-    };
-    headers.insert(header::VIA, value);
+        Entry::Occupied(mut entry) => {
+            let value = joined(entry.iter(), hop.as_bytes())
+                .unwrap_or_else(|| HeaderValue::from_static(hop));
+            entry.insert(value);
+        }
+    }
+}
+
+/// One header value: the `values` of a list header, then `last`, joined with `, `.
+/// `None` when the result is not a valid value.
+fn joined<'a>(values: impl Iterator<Item = &'a HeaderValue>, last: &[u8]) -> Option<HeaderValue> {
+    let mut joined = Vec::new();
+    for v in values {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(last);
+    HeaderValue::from_bytes(&joined).ok()
 }
 
 #[cfg(test)]
@@ -261,7 +264,17 @@ mod tests {
             ("proxy-authorization", "Basic Zm9v"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn expect_is_dropped_from_requests_only() {
+        let mut h = map(&[("expect", "100-continue"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2, "{h:?}");
+        strip_hop_by_hop(&mut h, true);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
     }
