@@ -95,7 +95,7 @@ closed_load() { # OUTFILE
 
 say "cores: warm-up (${WARMUP_SECS}s each)"
 for v in $VARIANTS; do
-    run taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP_SECS}s" -s "$SCRATCH/post-$v.lua" "${URL[$v]}" >/dev/null
+    run_wrk "${URL[$v]}" /dev/null "$WARMUP_SECS" "$SCRATCH/post-$v.lua"
 done
 
 report_round() {

@@ -125,6 +125,34 @@ fn configure_http1(b: &mut auto::Http1Builder<'_, TokioExecutor>, opts: &ServeOp
 
 type PlainIo = Answering<Rewound<Watched>>;
 
+/// What hyper's HTTP/1.1 and HTTP/2 connections need of the service they serve (the one
+/// `super::service` builds for each connection), named once for every stage here.
+pub(super) trait ConnService:
+    HttpService<
+        Incoming,
+        Future: Unpin + Send + 'static,
+        Error: Into<super::BoxError>,
+        ResBody: Send + 'static + http_body::Body<Data: Send, Error: Into<super::BoxError>>,
+    > + Clone
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: HttpService<
+            Incoming,
+            Future: Unpin + Send + 'static,
+            Error: Into<super::BoxError>,
+            ResBody: Send + 'static + http_body::Body<Data: Send, Error: Into<super::BoxError>>,
+        > + Clone
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 /// A parked connection: its socket, and who is at the other end (PROXY protocol), to
 /// build the next hyper connection's service with. Nothing else is kept.
 pub(super) struct Parked {
@@ -144,12 +172,7 @@ pub(super) async fn serve_plain<S>(
     life: &Lifecycle,
 ) -> Option<Watched>
 where
-    S: HttpService<Incoming> + Clone + Unpin + Send + 'static,
-    S::Future: Unpin + Send + 'static,
-    S::ResBody: Send + 'static,
-    <S::ResBody as http_body::Body>::Data: Send,
-    <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
-    S::Error: Into<super::BoxError>,
+    S: ConnService,
 {
     let (start, watched) = sniff(io, peer, state, opts, life).await?;
     if start.starts_with(H2_PREFACE_START) {
@@ -175,12 +198,7 @@ pub(super) async fn serve_http1<S>(
     life: &Lifecycle,
 ) -> Option<Watched>
 where
-    S: HttpService<Incoming> + Clone + Unpin + Send + 'static,
-    S::Future: Unpin + Send + 'static,
-    S::ResBody: Send + 'static,
-    <S::ResBody as http_body::Body>::Data: Send,
-    <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
-    S::Error: Into<super::BoxError>,
+    S: ConnService,
 {
     loop {
         let io = TokioIo::new(Answering::new(Rewound::new(unread, watched), state.clone()));
@@ -252,11 +270,7 @@ async fn drive<S>(
     life: &Lifecycle,
 ) -> Option<(Watched, Bytes)>
 where
-    S: HttpService<Incoming> + Unpin,
-    S::Future: Unpin,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
-    S::Error: Into<super::BoxError>,
+    S: ConnService,
 {
     let park = &opts.park;
     let mut closing = false;
@@ -372,11 +386,7 @@ async fn try_park<S>(
     state: &ConnState,
 ) -> Option<Ended>
 where
-    S: HttpService<Incoming> + Unpin,
-    S::Future: Unpin,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<super::BoxError>,
-    S::Error: Into<super::BoxError>,
+    S: ConnService,
 {
     let moved = state.io_count();
     Pin::new(&mut *conn).graceful_shutdown();
