@@ -116,12 +116,8 @@ impl Gateway {
         text: &str,
     ) -> Result<Gateway, authgate::Error> {
         let mut config = Config::parse(text, dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
-        // Runs any suite with another park delay (`AUTHGATE_TEST_PARK_AFTER=0s` parks
-        // every idle connection at once), whatever its own config says.
-        if let Some(after) = std::env::var_os("AUTHGATE_TEST_PARK_AFTER") {
-            let after = after.to_str().expect("AUTHGATE_TEST_PARK_AFTER is UTF-8");
-            config.limits.park_after =
-                humantime::parse_duration(after).expect("AUTHGATE_TEST_PARK_AFTER is a duration");
+        if let Some(after) = park_after_override() {
+            config.limits.park_after = after;
         }
         // Opening the store first surfaces a bad state file as an error of its own.
         authgate::state::StateHandle::open(authgate::open_store(&config)?).await?;
@@ -241,6 +237,21 @@ pub fn h2c_client() -> Client<HttpConnector, TestBody> {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http()
+}
+
+/// The park delay every gateway of this test binary runs with, whatever its config says:
+/// `AUTHGATE_TEST_PARK_AFTER` (`0s` parks every idle connection at once) for any suite,
+/// else 0 for the suites compiled into tests/park_at_once.rs.
+pub fn park_after_override() -> Option<Duration> {
+    if let Some(after) = std::env::var_os("AUTHGATE_TEST_PARK_AFTER") {
+        let after = after.to_str().expect("AUTHGATE_TEST_PARK_AFTER is UTF-8");
+        return Some(
+            humantime::parse_duration(after).expect("AUTHGATE_TEST_PARK_AFTER is a duration"),
+        );
+    }
+    module_path!()
+        .starts_with("park_at_once::")
+        .then_some(Duration::ZERO)
 }
 
 /// The admin listener's `/metrics` page.
