@@ -223,11 +223,29 @@ async fn a_busy_keep_alive_connection_is_not_parked_before_the_delay() {
     assert_eq!(response(&mut conn).await, "HTTP/1.1 200 OK");
 }
 
+/// Raises this process's soft limit of open files to its hard limit when below `needed`;
+/// fails, naming the limit, when even the hard limit is below it.
+fn raise_open_file_limit(needed: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|soft| soft < needed) {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit).expect("raise RLIMIT_NOFILE to its hard limit");
+    }
+    let soft = getrlimit(Resource::Nofile).current;
+    assert!(
+        soft.map_or(true, |soft| soft >= needed),
+        "RLIMIT_NOFILE is {soft:?}, below the {needed} open files this test needs"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_closes_every_parked_connection_and_exits_0() {
-    const CONNS: usize = 2_000;
+    const CONNS: usize = 10_000;
+    // A socket per connection here and in the gateway, which inherits the limit.
+    raise_open_file_limit(CONNS as u64 + 500);
     let (up, _seen) = recording().await;
-    let mut gw = serve(up.addr, "park_after: 0s");
+    let mut gw = serve(up.addr, "park_after: 0s, max_connections: 10100");
     let mut conns = Vec::with_capacity(CONNS);
     for _ in 0..CONNS {
         let mut conn = gw.connect().await;
