@@ -1,7 +1,7 @@
 //! The client-fault and hostile-input suites again, with every idle HTTP/1.1 connection
 //! parked at once (`limits.park_after: 0s`, set by `support` for the modules of this
 //! file): a connection between two requests then holds no hyper connection, and every
-//! second request of a test goes through an unpark.
+//! request after a connection's first goes through an unpark.
 
 // Each suite brings its own copy of `support`, as in its own test binary.
 #![allow(clippy::duplicate_mod)]
